@@ -1,0 +1,55 @@
+"""One typed settings object, read from ``SIFT_*`` environment variables at the edge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sift.contract.items import Limits
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+
+class SiftSettings(BaseSettings):
+    """Deployment settings shared by producers and workers.
+
+    Every field maps to ``SIFT_<FIELD>``; e.g. ``SIFT_REDIS_URL=redis://:secret@host:6379/0``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SIFT_", extra="ignore", frozen=True)
+
+    redis_url: str | None = None
+    """Broker and results store. Unset: ``sift demo`` starts a private redis-server; other commands refuse."""
+    queue_prefix: str = "sift"
+    result_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    """How long results stay in Redis after their last write."""
+    chunk_size: int = Field(default=256, ge=1, le=10_000)
+    """Items per broker message when submitting many."""
+    prefetch_multiplier: int = Field(default=2, ge=1)
+    """Messages a worker reserves ahead of the one it runs (Celery's default of 4 hoards work)."""
+    visibility_timeout_s: int = Field(default=3600, ge=60)
+    """Redis redelivers an unacknowledged message after this long: keep it above the longest batch."""
+    max_text_bytes: int = Field(default=16_384, ge=1)
+    max_labels: int = Field(default=32, ge=1)
+    max_documents: int = Field(default=128, ge=1)
+    registry: Path | None = None
+    """Model registry YAML; unset means the reference Hugging Face models."""
+    policy: Path | None = None
+    """Moderation policies YAML; unset means the shipped default policy."""
+
+    def limits(self) -> Limits:
+        """The item size limits, as the contract's validators take them."""
+        return Limits(max_text_bytes=self.max_text_bytes, max_labels=self.max_labels, max_documents=self.max_documents)
+
+    def require_redis_url(self) -> str:
+        """The Redis URL, or a clear error telling the user how to give one."""
+        if not self.redis_url:
+            raise SettingsError(
+                "SIFT_REDIS_URL is not set: export SIFT_REDIS_URL=redis://[:password@]host:port/db "
+                "(or run `sift demo`, which starts a private Redis)"
+            )
+        return self.redis_url
