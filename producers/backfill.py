@@ -1,0 +1,172 @@
+"""``sift backfill``: a JSONL file in, one result line per input line out.
+
+Bad lines (not JSON, not an object, duplicate or unusable id) get an error result
+like any other item, so the output always has exactly one line per input line.
+The job id is derived from the file, task and model: running the same command
+again skips items whose results are already stored and rewrites the output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from producers.client import SiftClient
+from sift.contract import ErrorCode, ErrorInfo, ItemResult, TaskName, parse_task
+
+
+@dataclass
+class BackfillSummary:
+    """What a backfill did, for the closing table."""
+
+    job_id: str
+    task: str
+    lines: int = 0
+    submitted: int = 0
+    already_done: int = 0
+    seconds: float = 0.0
+    labels: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    models: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def results(self) -> int:
+        """Output lines written."""
+        return sum(self.labels.values()) + sum(self.errors.values())
+
+    @property
+    def items_per_s(self) -> float:
+        """Results per second of wall time, submission included."""
+        return self.results / self.seconds if self.seconds > 0 else 0.0
+
+
+def backfill_job_id(path: Path, task: TaskName, model: str | None) -> str:
+    """Stable id for (file, size, task, model), so a re-run resumes the same job."""
+    resolved = path.resolve()
+    key = f"{resolved}|{resolved.stat().st_size}|{task.value}|{model or ''}"
+    return "bf-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def run_backfill(
+    client: SiftClient,
+    in_path: Path,
+    out_path: Path,
+    task: str,
+    *,
+    model: str | None = None,
+    job_id: str | None = None,
+    idle_timeout_s: float = 300.0,
+    show_progress: bool = True,
+) -> BackfillSummary:
+    """Submit every line of ``in_path`` and write each result to ``out_path`` as it completes."""
+    task_name = parse_task(task)
+    job = job_id or backfill_job_id(in_path, task_name, model)
+    summary = BackfillSummary(job_id=job, task=task_name.value)
+    started = time.perf_counter()
+    done = set(client.store.stored_ids(job))
+    summary.already_done = len(done)
+    lines = _LineReader(in_path, job, task_name, done)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with _progress(show_progress) as progress, out_path.open("w", encoding="utf-8") as out:
+        submitting = progress.add_task("submitting", total=None)
+        handle = client.submit_many(task_name, lines.items(progress, submitting), model=model, job_id=job)
+        client.store.write(job, lines.bad_lines)
+        summary.lines, summary.submitted = lines.count, handle.submitted
+        for result in [*lines.duplicates, *(r for r in handle.rejected if r.error and r.error.code == "duplicate_id")]:
+            _emit(out, result, summary)
+        expected = lines.unique_ids
+        collecting = progress.add_task("results", total=expected)
+        for result in client.iter_results(job, expected=expected, idle_timeout_s=idle_timeout_s):
+            _emit(out, result, summary)
+            progress.advance(collecting)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+class _LineReader:
+    """Streams items from a JSONL file, setting aside lines that cannot become items."""
+
+    def __init__(self, path: Path, job_id: str, task: TaskName, done: set[str]) -> None:
+        self.path, self.job_id, self.task, self.done = path, job_id, task, done
+        self.count = 0
+        self.unique_ids = 0
+        self.seen: set[str] = set()
+        self.bad_lines: list[ItemResult] = []
+        self.duplicates: list[ItemResult] = []
+
+    def items(self, progress: Progress, task_id: Any) -> Iterator[dict[str, Any]]:
+        with self.path.open("rb") as lines:
+            for number, raw_line in enumerate(lines, start=1):
+                self.count = number
+                progress.advance(task_id)
+                item = self._item(number, raw_line)
+                if item is not None:
+                    yield item
+
+    def _item(self, number: int, raw_line: bytes) -> dict[str, Any] | None:
+        fallback_id = f"line-{number}"
+        try:
+            value = json.loads(raw_line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+            return self._bad(fallback_id, ErrorCode.INVALID_JSON, f"line {number} is not valid JSON: {err}")
+        if not isinstance(value, dict):
+            return self._bad(
+                fallback_id,
+                ErrorCode.INVALID_JSON,
+                f"line {number} is a JSON {type(value).__name__}, expected an object",
+            )
+        item_id = value.get("id", fallback_id)
+        if isinstance(item_id, int) and not isinstance(item_id, bool):
+            item_id = str(item_id)  # numeric ids are common in exports; the wire contract wants strings
+        if not isinstance(item_id, str) or not 0 < len(item_id) <= 256:
+            return self._bad(
+                fallback_id,
+                ErrorCode.INVALID_INPUT,
+                f"line {number}: id must be a string of 1-256 characters or an integer",
+            )
+        if item_id in self.seen:
+            error = ErrorInfo(code=ErrorCode.DUPLICATE_ID, message=f"line {number}: id {item_id!r} was used earlier")
+            self.duplicates.append(ItemResult(job_id=self.job_id, id=item_id, task=self.task.value, error=error))
+            return None
+        self.seen.add(item_id)
+        self.unique_ids += 1
+        if item_id in self.done:
+            return None
+        return {**value, "id": item_id}
+
+    def _bad(self, item_id: str, code: ErrorCode, message: str) -> None:
+        if item_id not in self.seen:
+            self.seen.add(item_id)
+            self.unique_ids += 1
+            if item_id not in self.done:
+                error = ErrorInfo(code=code, message=message)
+                self.bad_lines.append(ItemResult(job_id=self.job_id, id=item_id, task=self.task.value, error=error))
+        return None
+
+
+def _emit(out: IO[str], result: ItemResult, summary: BackfillSummary) -> None:
+    out.write(result.model_dump_json(exclude_none=True) + "\n")
+    if result.error is not None:
+        summary.errors[result.error.code] += 1
+    else:
+        summary.labels[result.label or "(ranked)"] += 1
+        summary.models[f"{result.model} ({result.model_source})"] += 1
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )

@@ -1,0 +1,218 @@
+"""The Python producer client: submit one item or millions, get results back by id."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from pydantic import BaseModel
+
+from sift.broker import make_celery_app
+from sift.contract import (
+    ErrorCode,
+    ErrorInfo,
+    ItemRejected,
+    ItemResult,
+    Job,
+    Lane,
+    TaskName,
+    parse_item,
+    parse_task,
+)
+from sift.keys import INFER_TASK, queue_name
+from sift.results_store import ResultStore
+from sift.settings import SiftSettings
+
+RawItem = Mapping[str, Any] | BaseModel
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    """Where one submitted item's result will be: job id and item id."""
+
+    job_id: str
+    item_id: str
+
+
+@dataclass
+class JobHandle:
+    """What :meth:`SiftClient.submit_many` sent: counts, and items rejected before sending."""
+
+    job_id: str
+    submitted: int = 0
+    messages: int = 0
+    rejected: list[ItemResult] = field(default_factory=list)
+    """Items that failed validation here; their error results are also in the store (except duplicates)."""
+
+    @property
+    def expected(self) -> int:
+        """How many results the store will hold for this job once workers are done."""
+        return self.submitted + sum(1 for r in self.rejected if r.error and r.error.code != ErrorCode.DUPLICATE_ID)
+
+
+class SiftClient:
+    """Submit jobs to sift's queues and read results from its store.
+
+    >>> client = SiftClient(SiftSettings(redis_url="redis://localhost:6379/0"))  # doctest: +SKIP
+    >>> ref = client.submit("classify", {"id": "1", "text": "great product"})  # doctest: +SKIP
+    >>> client.result(ref, timeout_s=10).label  # doctest: +SKIP
+    """
+
+    def __init__(self, settings: SiftSettings | None = None) -> None:
+        self.settings = settings or SiftSettings()
+        self.app = make_celery_app(self.settings)
+        self.redis = redis.Redis.from_url(self.settings.require_redis_url())
+        self.store = ResultStore(self.redis, prefix=self.settings.queue_prefix, ttl_s=self.settings.result_ttl_s)
+        self._limits = self.settings.limits()
+
+    def close(self) -> None:
+        """Release broker and Redis connections."""
+        self.redis.close()
+        self.app.close()
+
+    def __enter__(self) -> SiftClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def submit(
+        self,
+        task: TaskName | str,
+        item: RawItem,
+        *,
+        model: str | None = None,
+        lane: Lane = Lane.REALTIME,
+        job_id: str | None = None,
+    ) -> ItemRef:
+        """Validate and enqueue one item (real-time lane by default).
+
+        Raises :class:`~sift.contract.ItemRejected` with the item's error when it is invalid.
+        """
+        task_name = parse_task(task)
+        raw = _as_dict(item)
+        raw.setdefault("id", uuid.uuid4().hex)
+        parse_item(task_name, raw, self._limits)
+        job = _job(job_id or _new_job_id(), task_name, model, [raw], lane)
+        self._send(job)
+        return ItemRef(job.job_id, raw["id"])
+
+    def submit_many(
+        self,
+        task: TaskName | str,
+        items: Iterable[RawItem],
+        *,
+        model: str | None = None,
+        lane: Lane = Lane.BULK,
+        job_id: str | None = None,
+        chunk_size: int | None = None,
+    ) -> JobHandle:
+        """Validate and enqueue many items as one job, ``chunk_size`` items per message.
+
+        Invalid items do not stop the others: each gets an error result (stored, so that
+        ``iter_results`` sees one result per item) and is listed in ``JobHandle.rejected``.
+        """
+        task_name = parse_task(task)
+        handle = JobHandle(job_id or _new_job_id())
+        size = chunk_size or self.settings.chunk_size
+        chunk: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        with self.app.producer_or_acquire() as producer:
+            for index, item in enumerate(items):
+                accepted = self._accept(task_name, item, index, seen, handle)
+                if accepted is not None:
+                    chunk.append(accepted)
+                if len(chunk) >= size:
+                    self._send(_job(handle.job_id, task_name, model, chunk, lane), producer)
+                    handle.submitted += len(chunk)
+                    handle.messages += 1
+                    chunk = []
+            if chunk:
+                self._send(_job(handle.job_id, task_name, model, chunk, lane), producer)
+                handle.submitted += len(chunk)
+                handle.messages += 1
+        stored = [r for r in handle.rejected if r.error and r.error.code != ErrorCode.DUPLICATE_ID]
+        self.store.write(handle.job_id, stored)
+        return handle
+
+    def _accept(
+        self, task: TaskName, item: RawItem, index: int, seen: set[str], handle: JobHandle
+    ) -> dict[str, Any] | None:
+        """The item as a dict ready to send, or None after recording why it was rejected."""
+        try:
+            raw = _as_dict(item)
+        except TypeError as err:
+            error = ErrorInfo(code=ErrorCode.INVALID_INPUT, message=str(err))
+            handle.rejected.append(ItemResult(job_id=handle.job_id, id=f"#{index}", task=task.value, error=error))
+            return None
+        raw.setdefault("id", uuid.uuid4().hex)
+        item_id = str(raw["id"])
+        try:
+            if item_id in seen:
+                raise ItemRejected(ErrorInfo(code=ErrorCode.DUPLICATE_ID, message=f"id {item_id!r} appears twice"))
+            parse_item(task, raw, self._limits)
+        except ItemRejected as rejected:
+            handle.rejected.append(ItemResult(job_id=handle.job_id, id=item_id, task=task.value, error=rejected.error))
+            return None
+        seen.add(item_id)
+        return raw
+
+    def _send(self, job: Job, producer: Any = None) -> None:
+        self.app.send_task(
+            INFER_TASK,
+            kwargs={"job": job.model_dump(mode="json")},
+            queue=queue_name(self.settings.queue_prefix, job.lane),
+            producer=producer,
+        )
+
+    def result(self, ref: ItemRef, *, timeout_s: float = 30.0) -> ItemResult:
+        """Wait for one item's result; raises :class:`TimeoutError` after ``timeout_s``."""
+        found = self.store.get(ref.job_id, ref.item_id)
+        if found is not None:
+            return found
+        deadline = time.monotonic() + timeout_s
+        for result in self.store.follow(ref.job_id, timeout_s=timeout_s):
+            if result.id == ref.item_id:
+                return result
+            if time.monotonic() > deadline:
+                break
+        raise TimeoutError(f"no result for item {ref.item_id!r} of job {ref.job_id!r} within {timeout_s} s")
+
+    def iter_results(
+        self, job_id: str, *, expected: int, timeout_s: float | None = None, idle_timeout_s: float | None = 300.0
+    ) -> Iterator[ItemResult]:
+        """Yield the job's results as they complete, each item once, until ``expected`` have come.
+
+        Raises :class:`TimeoutError` after ``timeout_s`` in all or ``idle_timeout_s`` without progress.
+        """
+        if expected <= 0:
+            return
+        results = self.store.follow(job_id, timeout_s=timeout_s, idle_s=idle_timeout_s)
+        for count, result in enumerate(results, start=1):
+            yield result
+            if count >= expected:
+                return
+
+    def wait(self, handle: JobHandle, *, timeout_s: float | None = None) -> dict[str, ItemResult]:
+        """Block until every result of ``handle``'s job is stored; returns them by item id."""
+        return {r.id: r for r in self.iter_results(handle.job_id, expected=handle.expected, timeout_s=timeout_s)}
+
+
+def _as_dict(item: RawItem) -> dict[str, Any]:
+    if isinstance(item, BaseModel):
+        return item.model_dump(mode="json", exclude_none=True)
+    if isinstance(item, Mapping):
+        return dict(item)
+    raise TypeError(f"an item must be a mapping or a sift.contract item model, not {type(item).__name__}")
+
+
+def _new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _job(job_id: str, task: TaskName, model: str | None, items: list[dict[str, Any]], lane: Lane) -> Job:
+    return Job(job_id=job_id, task=task.value, model=model, items=items, lane=lane, enqueued_at=time.time())

@@ -1,0 +1,37 @@
+"""The Celery application both sides share: JSON only, late acks, one queue per lane."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from sift.contract.jobs import Lane
+from sift.keys import queue_name
+from sift.settings import SiftSettings
+
+
+def make_celery_app(settings: SiftSettings) -> Celery:
+    """Build the Celery app for ``settings``; producers send with it, workers consume with it."""
+    app = Celery("sift", broker=settings.require_redis_url(), set_as_current=False)
+    queues = [Queue(queue_name(settings.queue_prefix, lane)) for lane in (Lane.REALTIME, Lane.BULK)]
+    app.conf.update(
+        # Pickle over a network broker is remote code execution waiting to happen.
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        # Results go to sift's own store, keyed by job and item; Celery's backend would duplicate them.
+        task_ignore_result=True,
+        # Ack only after results are written; a killed worker's messages are redelivered.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=settings.prefetch_multiplier,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        task_queues=queues,
+        task_default_queue=queue_name(settings.queue_prefix, Lane.BULK),
+        # Flower reads task events.
+        worker_send_task_events=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
