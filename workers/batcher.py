@@ -1,0 +1,45 @@
+"""Pure batch planning under a token budget. No torch: tested with plain lists.
+
+Sequences are sorted by length so each batch pads to a length close to its members'
+(TEI's ``max_batch_tokens``, infinity's ``pop_optimal_batches``). Longest first, so a
+batch too big for the device fails on the first forward pass rather than the last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """A batch costs ``len(batch) * longest`` padded tokens; both bounds hold for every batch."""
+
+    max_tokens: int
+    max_items: int
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1 or self.max_items < 1:
+            raise ValueError(f"batch limits must be positive, got {self}")
+
+
+def plan_batches(lengths: Sequence[int], limits: BatchLimits) -> list[list[int]]:
+    """Group sequence indices into batches, longest sequences first.
+
+    A sequence longer than ``max_tokens`` on its own still gets a batch of one:
+    it was already truncated to the model's max length, so it cannot shrink further.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    padded_to = 0
+    for index in order:
+        if current and ((len(current) + 1) * padded_to > limits.max_tokens or len(current) >= limits.max_items):
+            batches.append(current)
+            current = []
+        if not current:
+            padded_to = lengths[index]
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches

@@ -1,0 +1,1 @@
+"""Model work: registry and loading, tokenization and forward passes, per-task heads."""

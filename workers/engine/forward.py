@@ -1,0 +1,115 @@
+"""Tokenize sequences, run them through a model in token-budget batches, return logits."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from workers.batcher import BatchLimits, plan_batches
+from workers.engine.heads import Pair
+from workers.engine.loading import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Encoded:
+    """Token ids of many sequences, unpadded; ``truncated[i]`` when sequence i was cut."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    truncated: list[bool]
+
+    @property
+    def lengths(self) -> list[int]:
+        """Token count of each sequence, special tokens included."""
+        return [len(ids) for ids in self.input_ids]
+
+
+@dataclass
+class Scored:
+    """Logits per sequence (rows in input order); NaN rows are sequences whose batch failed alone."""
+
+    logits: np.ndarray
+    failures: dict[int, str]
+    """Sequence index → error message, for sequences that raised even in a batch of one."""
+
+
+def encode(loaded: LoadedModel, sequences: list[Pair]) -> Encoded:
+    """Tokenize every sequence at once (fast tokenizers parallelise the batch)."""
+    texts = [text for text, _ in sequences]
+    pairs = [pair for _, pair in sequences]
+    has_pairs = any(pair is not None for pair in pairs)
+    if has_pairs and not all(pair is not None for pair in pairs):
+        raise ValueError("a tokenizer call takes all single texts or all pairs")
+    batch = loaded.tokenizer(
+        texts,
+        text_pair=pairs if has_pairs else None,  # type: ignore[arg-type]
+        truncation=True,
+        max_length=loaded.max_length,
+        padding=False,
+        return_attention_mask=False,
+        return_token_type_ids="token_type_ids" in loaded.input_names,
+    )
+    truncated = [bool(encoding.overflowing) for encoding in batch.encodings or []]
+    token_types = batch.get("token_type_ids")
+    return Encoded(batch["input_ids"], token_types, truncated)
+
+
+def score(loaded: LoadedModel, encoded: Encoded) -> Scored:
+    """Logits of every encoded sequence; a batch that raises is split until the culprit is alone."""
+    num_labels = loaded.info.num_labels
+    logits = np.full((len(encoded.input_ids), num_labels), np.nan, dtype=np.float32)
+    failures: dict[int, str] = {}
+    limits = BatchLimits(max_tokens=loaded.spec.batch_tokens, max_items=loaded.spec.max_batch_items)
+    lengths = encoded.lengths
+    failures.update({i: "the tokenizer could not encode this input" for i, n in enumerate(lengths) if n == 0})
+    scorable = [i for i, n in enumerate(lengths) if n > 0]
+    for batch in plan_batches([lengths[i] for i in scorable], limits):
+        _score_isolating(loaded, encoded, [scorable[j] for j in batch], logits, failures)
+    return Scored(logits, failures)
+
+
+def _score_isolating(
+    loaded: LoadedModel, encoded: Encoded, batch: list[int], out: np.ndarray, failures: dict[int, str]
+) -> None:
+    try:
+        out[batch] = forward_batch(loaded, encoded, batch)
+    except Exception as err:  # noqa: BLE001 - any model error is isolated to the items that cause it
+        if len(batch) == 1:
+            log.warning("sequence failed alone in %s: %r", loaded.info.role, err)
+            failures[batch[0]] = f"{type(err).__name__}: {err}"
+            return
+        middle = len(batch) // 2
+        _score_isolating(loaded, encoded, batch[:middle], out, failures)
+        _score_isolating(loaded, encoded, batch[middle:], out, failures)
+
+
+def forward_batch(loaded: LoadedModel, encoded: Encoded, batch: list[int]) -> np.ndarray:
+    """Pad ``batch`` to its longest sequence, run one forward pass, return float32 logits."""
+    longest = max(len(encoded.input_ids[i]) for i in batch)
+    pad_id = loaded.tokenizer.pad_token_id or 0
+    ids = np.full((len(batch), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(batch), longest), dtype=np.int64)
+    types = np.zeros((len(batch), longest), dtype=np.int64)
+    for row, index in enumerate(batch):
+        sequence = encoded.input_ids[index]
+        ids[row, : len(sequence)] = sequence
+        mask[row, : len(sequence)] = 1
+        if encoded.token_type_ids is not None:
+            types[row, : len(sequence)] = encoded.token_type_ids[index]
+    arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    inputs = {name: torch.from_numpy(arrays[name]).to(loaded.device) for name in loaded.input_names}
+    with torch.inference_mode():
+        logits = loaded.model(**inputs).logits
+    return logits.float().cpu().numpy()
+
+
+def warm_up(loaded: LoadedModel) -> None:
+    """One small forward pass, so the first real message does not pay for lazy initialisation."""
+    pair = "token_type_ids" in loaded.input_names or loaded.info.num_labels != 2
+    sequences: list[Pair] = [("warm up", "warm up")] if pair else [("warm up", None)]
+    forward_batch(loaded, encode(loaded, sequences), [0])

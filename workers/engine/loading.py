@@ -1,0 +1,102 @@
+"""Load a registry role's model and tokenizer onto one device, and warm it up."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+
+from workers.engine.heads import ModelInfo
+from workers.engine.registry import ModelSpec
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference: weights on the device, tokenizer, and head facts."""
+
+    info: ModelInfo
+    spec: ModelSpec
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    dtype: torch.dtype
+    max_length: int
+    input_names: tuple[str, ...]
+    """The tokenizer outputs the model's ``forward`` accepts (DistilBERT takes no token_type_ids)."""
+
+
+def resolve_dtype(spec_dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` is bfloat16 on CUDA and float32 elsewhere."""
+    if spec_dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return _DTYPES[spec_dtype]
+
+
+def load_model(role: str, spec: ModelSpec, device: torch.device) -> LoadedModel:
+    """Load ``spec`` for ``role``: a hub id (downloaded once into the HF cache) or a local path."""
+    dtype = resolve_dtype(spec.dtype, device)
+    tokenizer = AutoTokenizer.from_pretrained(spec.source, revision=spec.revision)
+    model = AutoModelForSequenceClassification.from_pretrained(spec.source, revision=spec.revision, dtype=dtype)
+    model.to(device).eval()
+    config = model.config
+    max_length = min(spec.max_length, _position_limit(config), int(tokenizer.model_max_length))
+    accepted = inspect.signature(model.forward).parameters
+    input_names = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted)
+    info = ModelInfo(
+        role=role,
+        source=spec.source,
+        revision=_revision(spec, config),
+        id2label={int(k): str(v) for k, v in config.id2label.items()},
+        kind=spec.kind,
+        problem_type=getattr(config, "problem_type", None),
+        activation=_cross_encoder_activation(config),
+        note=spec.note,
+    )
+    log.info(
+        "loaded %s from %s (rev %s) on %s as %s, labels %s",
+        role,
+        spec.source,
+        info.revision,
+        device,
+        dtype,
+        list(info.id2label.values()),
+    )
+    return LoadedModel(info, spec, model, tokenizer, device, dtype, max_length, input_names)
+
+
+def _position_limit(config: Any) -> int:
+    return int(getattr(config, "max_position_embeddings", 512))
+
+
+def _revision(spec: ModelSpec, config: Any) -> str:
+    commit = getattr(config, "_commit_hash", None)
+    if commit:
+        return str(commit)
+    path = Path(spec.source)
+    if path.is_dir():
+        # Local weights have no commit: fingerprint the config and weight files instead.
+        digest = hashlib.sha256()
+        for file in sorted(path.glob("*.json")) + sorted(path.glob("*.safetensors")):
+            digest.update(file.name.encode())
+            digest.update(file.read_bytes() if file.suffix == ".json" else str(file.stat().st_size).encode())
+        return "local-" + digest.hexdigest()[:12]
+    return spec.revision or "unknown"
+
+
+def _cross_encoder_activation(config: Any) -> str:
+    # Same resolution as sentence-transformers' CrossEncoder.get_default_activation_fn.
+    st_config = getattr(config, "sentence_transformers", None) or {}
+    path = st_config.get("activation_fn") or getattr(config, "sbert_ce_default_activation_function", None)
+    if path:
+        return "identity" if path.endswith("Identity") else "sigmoid"
+    return "sigmoid" if len(config.id2label) == 1 else "identity"

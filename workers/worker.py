@@ -1,0 +1,114 @@
+"""Start one Celery worker pinned to one device, with its models loaded and warmed first."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+import redis
+import torch
+
+from sift.broker import make_celery_app
+from sift.contract import Lane
+from sift.keys import queue_name
+from sift.results_store import ResultStore
+from sift.settings import SettingsError, SiftSettings
+from workers.engine.engine import Engine
+from workers.engine.policy import load_policies
+from workers.engine.registry import Registry, load_registry
+from workers.tasks import register_tasks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How one worker process is pinned and what it serves."""
+
+    device: str = "cpu"
+    queues: tuple[str, ...] = ("realtime", "bulk")
+    """Lanes (``realtime``, ``bulk``) or full queue names, consumed in this order."""
+    models: tuple[str, ...] = ()
+    """Registry roles to preload; empty means every role the registry's tasks use."""
+    hostname: str | None = None
+    threads: int | None = None
+    loglevel: str = "INFO"
+
+
+def parse_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``; a CUDA device must exist."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise SettingsError(f"unknown device {name!r}: use cpu or cuda:N") from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SettingsError(f"device {name} asked for, but CUDA is not available here")
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise SettingsError(f"device {name} asked for, but only {torch.cuda.device_count()} GPU(s) are visible")
+        device = torch.device("cuda", index)
+    elif device.type != "cpu":
+        raise SettingsError(f"unsupported device {name!r}: use cpu or cuda:N")
+    return device
+
+
+def resolve_queues(prefix: str, names: tuple[str, ...]) -> list[str]:
+    """Map lane names to queue names; full queue names pass through."""
+    lanes = {lane.value: lane for lane in Lane}
+    return [queue_name(prefix, lanes[n]) if n in lanes else n for n in names]
+
+
+def roles_to_load(registry: Registry, requested: tuple[str, ...]) -> list[str]:
+    """The roles named, or every role a task defaults to (the policy's model included)."""
+    if requested:
+        unknown = [r for r in requested if r not in registry.models]
+        if unknown:
+            raise SettingsError(f"unknown model role(s) {unknown}; registry has {sorted(registry.models)}")
+        return list(dict.fromkeys(requested))
+    return list(dict.fromkeys(registry.tasks.values()))
+
+
+def run_worker(settings: SiftSettings, options: WorkerOptions) -> int:
+    """Load models on the pinned device, then consume until stopped; returns the exit code."""
+    device = parse_device(options.device)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    registry = load_registry(settings.registry)
+    policies = load_policies(settings.policy)
+    hostname = options.hostname or f"sift-{device.type}{device.index or 0}-{os.getpid()}@{socket.gethostname()}"
+    engine = Engine.load(
+        registry, roles_to_load(registry, options.models), device, policies, settings.limits(), hostname
+    )
+    log.info(
+        "worker %s ready on %s with %s (torch threads %d)",
+        hostname,
+        device,
+        sorted(engine.models),
+        torch.get_num_threads(),
+    )
+    app = make_celery_app(settings)
+    store = ResultStore(
+        redis.Redis.from_url(settings.require_redis_url()), prefix=settings.queue_prefix, ttl_s=settings.result_ttl_s
+    )
+    register_tasks(app, engine, store)
+    queues = ",".join(resolve_queues(settings.queue_prefix, options.queues))
+    argv = [
+        "worker",
+        # solo: tasks run in this process, which owns the models and the device; nothing forks after CUDA is up.
+        "--pool=solo",
+        f"--queues={queues}",
+        f"--hostname={hostname}",
+        f"--loglevel={options.loglevel}",
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    try:
+        app.worker_main(argv=argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
