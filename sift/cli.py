@@ -1,0 +1,189 @@
+"""The ``sift`` command. Worker-side commands import torch lazily, so producers stay light."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from sift.contract import ItemRejected, Lane
+from sift.settings import SettingsError, SiftSettings
+
+DEFAULT_MODELS_DIR = Path(os.environ.get("SIFT_CACHE_DIR", Path.home() / ".cache" / "sift")) / "offline-models"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse arguments, run the subcommand, map known errors to exit code 2."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.loglevel.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.run(args))
+    except (SettingsError, ItemRejected, FileNotFoundError) as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}")
+        return 2
+    except TimeoutError as err:
+        Console(stderr=True).print(f"[bold red]timed out:[/] {err}")
+        return 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sift", description="Queue-based text classification and moderation.")
+    parser.add_argument("--loglevel", default=os.environ.get("SIFT_LOGLEVEL", "WARNING"))
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    worker = commands.add_parser("worker", help="run one Celery worker pinned to one device")
+    _worker_args(worker)
+    worker.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    worker.add_argument("--hostname", help="Celery node name (default: sift-<device>-<pid>@<host>)")
+    worker.add_argument("--threads", type=int, help="torch intra-op threads (CPU workers)")
+    worker.set_defaults(run=_run_worker)
+
+    workers = commands.add_parser("workers", help="one pinned worker per visible GPU, or N CPU workers")
+    _worker_args(workers)
+    workers.add_argument("--cpu-workers", type=int, default=1, help="CPU workers when no GPU is visible")
+    workers.add_argument("--threads", type=int, help="threads per CPU worker (default: cores / workers)")
+    workers.set_defaults(run=_run_workers)
+
+    submit = commands.add_parser("submit", help="submit one item and print its result as JSON")
+    submit.add_argument("--task", required=True)
+    submit.add_argument("--model", help="registry role (default: the task's)")
+    submit.add_argument("--item", help="the item as JSON (e.g. '{\"text\": \"hi\"}'); '-' reads stdin")
+    submit.add_argument("--text", help="shortcut for --item '{\"text\": TEXT}'")
+    submit.add_argument("--lane", choices=[lane.value for lane in Lane], default=Lane.REALTIME.value)
+    submit.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the result")
+    submit.set_defaults(run=_run_submit)
+
+    backfill = commands.add_parser("backfill", help="run a JSONL file through sift, one result line per input line")
+    backfill.add_argument("input", type=Path)
+    backfill.add_argument("--task", required=True)
+    backfill.add_argument("--out", type=Path, required=True)
+    backfill.add_argument("--model", help="registry role (default: the task's)")
+    backfill.add_argument("--job-id", help="default: derived from the file, so a re-run resumes")
+    backfill.add_argument("--idle-timeout", type=float, default=300.0, help="give up after this long without a result")
+    backfill.add_argument("--no-progress", action="store_true")
+    backfill.set_defaults(run=_run_backfill)
+
+    demo = commands.add_parser("demo", help="private Redis + one worker + backfill of the examples, then clean up")
+    demo.add_argument("--examples", type=Path, default=Path("examples"))
+    demo.add_argument("--out", type=Path, default=Path("out/demo"))
+    demo.add_argument(
+        "--models",
+        choices=["auto", "reference", "offline"],
+        default="auto",
+        help="auto: reference hub models if reachable, else offline test models",
+    )
+    demo.set_defaults(run=_run_demo)
+
+    build = commands.add_parser("build-test-models", help="build the offline random-weight test models")
+    build.add_argument("--out", type=Path, default=DEFAULT_MODELS_DIR)
+    build.add_argument("--force", action="store_true")
+    build.set_defaults(run=_run_build)
+    return parser
+
+
+def _worker_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--queues", default="realtime,bulk", help="lanes or queue names, comma-separated")
+    parser.add_argument("--models", default="", help="registry roles to preload, comma-separated (default: all)")
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    from workers.worker import WorkerOptions, run_worker
+
+    options = WorkerOptions(
+        device=args.device,
+        queues=_split(args.queues),
+        models=_split(args.models),
+        hostname=args.hostname,
+        threads=args.threads,
+        loglevel=_celery_level(args.loglevel),
+    )
+    return run_worker(SiftSettings(), options)
+
+
+def _celery_level(level: str) -> str:
+    return "INFO" if level.upper() == "WARNING" else level.upper()
+
+
+def _run_workers(args: argparse.Namespace) -> int:
+    from workers.launcher import plan_children, run_children, visible_gpus
+
+    worker_args = ["--queues", args.queues] + (["--models", args.models] if args.models else [])
+    children = plan_children(
+        worker_args, visible_gpus(dict(os.environ)), args.cpu_workers, os.cpu_count() or 1, args.threads
+    )
+    return run_children(children)
+
+
+def _run_submit(args: argparse.Namespace) -> int:
+    from producers.client import SiftClient
+
+    if args.item is not None:
+        text = sys.stdin.read() if args.item == "-" else args.item
+        try:
+            item = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SettingsError(f"--item is not valid JSON: {err}") from err
+        if not isinstance(item, dict):
+            raise SettingsError("--item must be a JSON object")
+    elif args.text is not None:
+        item = {"text": args.text}
+    else:
+        raise SettingsError("give the item with --item JSON or --text TEXT")
+    with SiftClient(SiftSettings()) as client:
+        ref = client.submit(args.task, item, model=args.model, lane=Lane(args.lane))
+        result = client.result(ref, timeout_s=args.timeout)
+    print(result.model_dump_json(exclude_none=True, indent=2))
+    return 0 if result.ok else 1
+
+
+def _run_backfill(args: argparse.Namespace) -> int:
+    from producers.backfill import run_backfill
+    from producers.client import SiftClient
+    from sift.report import print_summary
+
+    if not args.input.is_file():
+        raise FileNotFoundError(f"input file {args.input} does not exist")
+    with SiftClient(SiftSettings()) as client:
+        summary = run_backfill(
+            client,
+            args.input,
+            args.out,
+            args.task,
+            model=args.model,
+            job_id=args.job_id,
+            idle_timeout_s=args.idle_timeout,
+            show_progress=not args.no_progress,
+        )
+    print_summary(Console(), summary, args.out)
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from sift.demo import run_demo
+
+    return run_demo(SiftSettings(), examples=args.examples, out_dir=args.out, models=args.models)
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    from workers.offline_models import build_offline_models
+
+    path = build_offline_models(args.out, force=args.force)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""``sift demo``: the whole path on one machine, then a clean shutdown.
+
+Private Redis (unless ``SIFT_REDIS_URL`` is set) → one CPU worker → backfills of the
+shipped examples → summary tables. Everything started here is stopped here.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from pathlib import Path
+
+from rich.console import Console
+
+from producers.backfill import run_backfill
+from producers.client import SiftClient
+from sift.local import EmbeddedRedis, WorkerProcess
+from sift.report import print_summary
+from sift.settings import SiftSettings
+
+REFERENCE_PROBE = "distilbert-base-uncased-finetuned-sst-2-english"
+DEMO_RUNS = [("moderation.jsonl", "moderate"), ("moderation.jsonl", "classify")]
+
+
+def run_demo(settings: SiftSettings, *, examples: Path, out_dir: Path, models: str) -> int:
+    """Run the demo; returns 0 when every example line got exactly one result."""
+    console = Console()
+    with ExitStack() as stack:
+        if not settings.redis_url:
+            redis_server = stack.enter_context(EmbeddedRedis())
+            console.print(f"started a private redis-server on {redis_server.url}")
+            settings = settings.model_copy(update={"redis_url": redis_server.url})
+        registry, why = choose_registry(settings, models)
+        settings = settings.model_copy(update={"registry": registry})
+        console.print(f"models: {why}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        console.print("starting one CPU worker (loading and warming its models)…")
+        worker = stack.enter_context(WorkerProcess(settings, log_path=out_dir / "worker.log"))
+        console.print(f"worker {worker.hostname} ready")
+        client = stack.enter_context(SiftClient(settings))
+        complete = True
+        for file_name, task in DEMO_RUNS:
+            in_path = examples / file_name
+            out_path = out_dir / f"{in_path.stem}.{task}.jsonl"
+            summary = run_backfill(client, in_path, out_path, task, show_progress=console.is_terminal)
+            print_summary(console, summary, out_path)
+            complete &= summary.results == summary.lines
+        console.print("shutting down the worker and Redis…")
+    console.print("[bold green]demo complete[/]" if complete else "[bold red]some lines got no result[/]")
+    return 0 if complete else 1
+
+
+def choose_registry(settings: SiftSettings, models: str) -> tuple[Path | None, str]:
+    """The registry to serve with, and a sentence saying which models that is."""
+    if settings.registry:
+        return settings.registry, f"registry {settings.registry} (SIFT_REGISTRY)"
+    if models == "reference" or (models == "auto" and _hub_reachable()):
+        return None, "reference Hugging Face models (downloaded once into the HF cache)"
+    from sift.cli import DEFAULT_MODELS_DIR
+    from workers.offline_models import RANDOM_NOTE, build_offline_models
+
+    path = build_offline_models(DEFAULT_MODELS_DIR)
+    return path, (
+        f"offline test models at {path.parent}: reference architectures, [bold]{RANDOM_NOTE}[/]. "
+        "The Hugging Face hub is not reachable from here."
+    )
+
+
+def _hub_reachable() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        from huggingface_hub import hf_hub_download
+
+        hf_hub_download(REFERENCE_PROBE, "config.json", etag_timeout=5)
+    except Exception:  # noqa: BLE001 - any failure means: serve offline models
+        return False
+    return True
