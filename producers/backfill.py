@@ -142,7 +142,8 @@ class _LineReader:
             return None
         return {**value, "id": item_id}
 
-    def _bad(self, item_id: str, code: ErrorCode, message: str) -> None:
+    def _bad(self, item_id: str, code: ErrorCode, message: str) -> dict[str, Any] | None:
+        """Record an error result for a line that cannot become an item; it yields no item."""
         if item_id not in self.seen:
             self.seen.add(item_id)
             self.unique_ids += 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from sift.contract.jobs import Lane
 from sift.keys import queue_name
@@ -13,7 +13,8 @@ from sift.settings import SiftSettings
 def make_celery_app(settings: SiftSettings) -> Celery:
     """Build the Celery app for ``settings``; producers send with it, workers consume with it."""
     app = Celery("sift", broker=settings.require_redis_url(), set_as_current=False)
-    queues = [Queue(queue_name(settings.queue_prefix, lane)) for lane in (Lane.REALTIME, Lane.BULK)]
+    lanes = (Lane.REALTIME, Lane.BULK)
+    queues = [Queue(queue_name(settings.queue_prefix, lane)) for lane in lanes]  # type: ignore[no-untyped-call]
     app.conf.update(
         # Pickle over a network broker is remote code execution waiting to happen.
         task_serializer="json",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import redis
 
@@ -91,7 +92,7 @@ class ResultStore:
         while True:
             now = time.monotonic()
             block_s = _remaining(now, start, timeout_s, last_progress, idle_s)
-            reply = self._redis.xread({stream: last_id}, count=1000, block=max(1, int(block_s * 1000)))
+            reply: Any = self._redis.xread({stream: last_id}, count=1000, block=max(1, int(block_s * 1000)))
             ids: list[str] = []
             for _name, entries in reply or []:
                 for entry_id, fields in entries:
@@ -127,7 +128,7 @@ def _remaining(now: float, start: float, timeout_s: float | None, last_progress:
     return min(limits)
 
 
-def _text(value: bytes | str) -> str:
+def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 

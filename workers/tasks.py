@@ -32,7 +32,9 @@ class InferenceTask(Task):  # type: ignore[misc]
 def register_tasks(app: Celery, engine: Engine, store: ResultStore) -> Task:
     """Register ``sift.infer`` on ``app``, bound to a loaded engine and a store."""
 
-    @app.task(name=INFER_TASK, bind=True, base=InferenceTask, acks_late=True, reject_on_worker_lost=True)
+    @app.task(  # type: ignore[untyped-decorator]  # celery ships no type hints
+        name=INFER_TASK, bind=True, base=InferenceTask, acks_late=True, reject_on_worker_lost=True
+    )
     def infer(self: InferenceTask, job: Any = None, **unexpected: Any) -> dict[str, int]:
         assert self.engine is not None and self.store is not None
         results = _results_for(self.engine, job, unexpected)

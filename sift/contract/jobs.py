@@ -30,12 +30,12 @@ class Job(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     job_id: JobId
     task: Annotated[str, StringConstraints(max_length=64)]
     model: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     """Registry role to use; ``None`` means the task's default model."""
-    items: list[dict[str, Any]] = Field(min_length=1)
+    items: list[Any] = Field(min_length=1)
     lane: Lane = Lane.BULK
     enqueued_at: float
     """Producer's wall clock (seconds since the epoch), for queue-time reporting."""

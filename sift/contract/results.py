@@ -7,7 +7,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from sift.contract.errors import ErrorInfo
-from sift.contract.jobs import SCHEMA_VERSION
 
 
 class _Frozen(BaseModel):
@@ -59,7 +58,7 @@ class Timings(_Frozen):
 class ItemResult(_Frozen):
     """The outcome of one item: a prediction, or ``error`` saying why there is none."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     job_id: str
     id: str
     task: str

@@ -47,7 +47,7 @@ def encode(loaded: LoadedModel, sequences: list[Pair]) -> Encoded:
         raise ValueError("a tokenizer call takes all single texts or all pairs")
     batch = loaded.tokenizer(
         texts,
-        text_pair=pairs if has_pairs else None,  # type: ignore[arg-type]
+        text_pair=pairs if has_pairs else None,
         truncation=True,
         max_length=loaded.max_length,
         padding=False,
@@ -105,7 +105,8 @@ def forward_batch(loaded: LoadedModel, encoded: Encoded, batch: list[int]) -> np
     inputs = {name: torch.from_numpy(arrays[name]).to(loaded.device) for name in loaded.input_names}
     with torch.inference_mode():
         logits = loaded.model(**inputs).logits
-    return logits.float().cpu().numpy()
+    result: np.ndarray = logits.float().cpu().numpy()
+    return result
 
 
 def warm_up(loaded: LoadedModel) -> None:

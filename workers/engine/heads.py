@@ -79,12 +79,14 @@ class HeadOutput:
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Numerically stable softmax over the last axis (the pipelines' formula)."""
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
+    probs: np.ndarray = shifted / shifted.sum(axis=-1, keepdims=True)
+    return probs
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     """Logistic function."""
-    return 1.0 / (1.0 + np.exp(-logits))
+    probs: np.ndarray = 1.0 / (1.0 + np.exp(-logits))
+    return probs
 
 
 def sequences_for(item: Item, policy: Policy | None) -> list[Pair]:
