@@ -19,7 +19,7 @@ from sift.report import print_summary
 from sift.settings import SiftSettings
 
 REFERENCE_PROBE = "distilbert-base-uncased-finetuned-sst-2-english"
-DEMO_RUNS = [("moderation.jsonl", "moderate"), ("moderation.jsonl", "classify")]
+DEMO_RUNS = [("moderation.jsonl", "moderate"), ("moderation.jsonl", "classify"), ("bad_input.jsonl", "classify")]
 
 
 def run_demo(settings: SiftSettings, *, examples: Path, out_dir: Path, models: str) -> int:

@@ -13,7 +13,7 @@ from producers.backfill import BackfillSummary
 def print_summary(console: Console, summary: BackfillSummary, out_path: Path) -> None:
     """Labels and errors with counts and shares, then throughput."""
     total = summary.results or 1
-    table = Table(title=f"{summary.task}: {summary.results} results → {out_path}")
+    table = Table(title=f"{summary.task}: {summary.results} results", caption=str(out_path))
     table.add_column("label / error")
     table.add_column("count", justify="right")
     table.add_column("share", justify="right")
