@@ -75,6 +75,17 @@ def check_text(value: str, info: ValidationInfo) -> str:
     return value
 
 
+def check_texts(texts: list[str], limit: int, what: str, info: ValidationInfo) -> list[str]:
+    """At most ``limit`` texts (checked first, so a 10k-long list costs nothing more), each a valid text."""
+    if len(texts) > limit:
+        raise PydanticCustomError(
+            TOO_LARGE, "{n} {what}, over the limit of {limit}", {"n": len(texts), "what": what, "limit": limit}
+        )
+    for text in texts:
+        check_text(text, info)
+    return texts
+
+
 class _Item(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -102,13 +113,7 @@ class ZeroShotItem(_Item):
     @field_validator("labels")
     @classmethod
     def _labels(cls, labels: list[str], info: ValidationInfo) -> list[str]:
-        limit = _limits(info).max_labels
-        if len(labels) > limit:
-            raise PydanticCustomError(
-                TOO_LARGE, "{n} labels, over the limit of {limit}", {"n": len(labels), "limit": limit}
-            )
-        for label in labels:
-            check_text(label, info)
+        check_texts(labels, _limits(info).max_labels, "labels", info)
         if len(set(labels)) != len(labels):
             raise PydanticCustomError("duplicate_label", "candidate labels must be distinct")
         return labels
@@ -143,14 +148,7 @@ class RerankItem(_Item):
     @field_validator("documents")
     @classmethod
     def _documents(cls, documents: list[str], info: ValidationInfo) -> list[str]:
-        limit = _limits(info).max_documents
-        if len(documents) > limit:
-            raise PydanticCustomError(
-                TOO_LARGE, "{n} documents, over the limit of {limit}", {"n": len(documents), "limit": limit}
-            )
-        for document in documents:
-            check_text(document, info)
-        return documents
+        return check_texts(documents, _limits(info).max_documents, "documents", info)
 
 
 class ModerateItem(_Item):
