@@ -88,16 +88,19 @@ class SiftClient:
         model: str | None = None,
         lane: Lane = Lane.REALTIME,
         job_id: str | None = None,
+        deadline_s: float | None = None,
     ) -> ItemRef:
         """Validate and enqueue one item (real-time lane by default).
 
+        ``deadline_s``: if no worker has taken the item this many seconds from now, it is
+        answered with an ``expired`` error instead of being computed.
         Raises :class:`~sift.contract.ItemRejected` with the item's error when it is invalid.
         """
         task_name = parse_task(task)
         raw = _as_dict(item)
         raw.setdefault("id", uuid.uuid4().hex)
         parse_item(task_name, raw, self._limits)
-        job = _job(job_id or _new_job_id(), task_name, model, [raw], lane)
+        job = _job(job_id or _new_job_id(), task_name, model, [raw], lane, deadline_s)
         self._send(job)
         return ItemRef(job.job_id, raw["id"])
 
@@ -214,5 +217,14 @@ def _new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def _job(job_id: str, task: TaskName, model: str | None, items: list[dict[str, Any]], lane: Lane) -> Job:
-    return Job(job_id=job_id, task=task.value, model=model, items=items, lane=lane, enqueued_at=time.time())
+def _job(
+    job_id: str,
+    task: TaskName,
+    model: str | None,
+    items: list[dict[str, Any]],
+    lane: Lane,
+    deadline_s: float | None = None,
+) -> Job:
+    now = time.time()
+    deadline = None if deadline_s is None else now + deadline_s
+    return Job(job_id=job_id, task=task.value, model=model, items=items, lane=lane, enqueued_at=now, deadline=deadline)

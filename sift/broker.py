@@ -26,7 +26,12 @@ def make_celery_app(settings: SiftSettings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=settings.prefetch_multiplier,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_s,
+            # Consume queues in the order given (realtime first): the real-time lane is drained
+            # before bulk work is taken, instead of kombu's default round robin.
+            "queue_order_strategy": "priority",
+        },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         task_queues=queues,

@@ -9,10 +9,12 @@ import os
 import sys
 from pathlib import Path
 
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 from rich.console import Console
 
 from sift.contract import ItemRejected, Lane
-from sift.settings import SettingsError, SiftSettings
+from sift.settings import SettingsError, SiftSettings, redact_url
 
 DEFAULT_MODELS_DIR = Path(os.environ.get("SIFT_CACHE_DIR", Path.home() / ".cache" / "sift")) / "offline-models"
 
@@ -33,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     except TimeoutError as err:
         Console(stderr=True).print(f"[bold red]timed out:[/] {err}")
         return 3
+    except (RedisError, OperationalError) as err:
+        where = redact_url(SiftSettings().redis_url or "")
+        Console(stderr=True).print(f"[bold red]cannot use Redis at {where}:[/] {err}")
+        return 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--text", help="shortcut for --item '{\"text\": TEXT}'")
     submit.add_argument("--lane", choices=[lane.value for lane in Lane], default=Lane.REALTIME.value)
     submit.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the result")
+    submit.add_argument("--deadline", type=float, help="seconds after which a still-queued item is answered 'expired'")
     submit.set_defaults(run=_run_submit)
 
     backfill = commands.add_parser("backfill", help="run a JSONL file through sift, one result line per input line")
@@ -143,7 +150,7 @@ def _run_submit(args: argparse.Namespace) -> int:
     else:
         raise SettingsError("give the item with --item JSON or --text TEXT")
     with SiftClient(SiftSettings()) as client:
-        ref = client.submit(args.task, item, model=args.model, lane=Lane(args.lane))
+        ref = client.submit(args.task, item, model=args.model, lane=Lane(args.lane), deadline_s=args.deadline)
         result = client.result(ref, timeout_s=args.timeout)
     print(result.model_dump_json(exclude_none=True, indent=2))
     return 0 if result.ok else 1

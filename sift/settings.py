@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,7 +32,7 @@ class SiftSettings(BaseSettings):
     """Items per broker message when submitting many."""
     prefetch_multiplier: int = Field(default=2, ge=1)
     """Messages a worker reserves ahead of the one it runs (Celery's default of 4 hoards work)."""
-    visibility_timeout_s: int = Field(default=3600, ge=60)
+    visibility_timeout_s: int = Field(default=3600, ge=1)
     """Redis redelivers an unacknowledged message after this long: keep it above the longest batch."""
     max_text_bytes: int = Field(default=16_384, ge=1)
     max_labels: int = Field(default=32, ge=1)
@@ -53,3 +54,13 @@ class SiftSettings(BaseSettings):
                 "(or run `sift demo`, which starts a private Redis)"
             )
         return self.redis_url
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

@@ -27,6 +27,8 @@ class ErrorCode(StrEnum):
     """The model raised on this item alone (its batch-mates were processed)."""
     UNSUPPORTED_MODEL = "unsupported_model"
     """The model cannot serve this task (e.g. no entailment label for zero-shot)."""
+    EXPIRED = "expired"
+    """The job's deadline passed while it was still queued; it cost no compute."""
 
 
 class ErrorInfo(BaseModel):

@@ -39,3 +39,6 @@ class Job(BaseModel):
     lane: Lane = Lane.BULK
     enqueued_at: float
     """Producer's wall clock (seconds since the epoch), for queue-time reporting."""
+    deadline: float | None = None
+    """Wall-clock time (seconds since the epoch) after which the items are not worth computing:
+    a worker that takes the job later answers every item with ``expired`` instead."""

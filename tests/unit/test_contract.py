@@ -120,3 +120,11 @@ def test_contract_and_producer_import_without_torch() -> None:
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert completed.returncode == 0, completed.stderr + completed.stdout
+
+
+def test_redis_password_is_redacted_in_messages() -> None:
+    from sift.settings import redact_url
+
+    assert redact_url("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
+    assert redact_url("rediss://user:s3cret@host:6380/1") == "rediss://user:***@host:6380/1"
+    assert redact_url("redis://host:6379/0") == "redis://host:6379/0"

@@ -97,3 +97,17 @@ def test_an_item_that_makes_the_model_raise_is_isolated(engine: Engine, monkeypa
     for got, want in zip(survivors, expected, strict=True):
         assert got.label == want.label
         assert [s.score for s in got.scores] == pytest.approx([s.score for s in want.scores], abs=1e-5)
+
+
+def test_a_job_past_its_deadline_is_answered_expired_without_compute(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def must_not_run(**_inputs: torch.Tensor) -> Any:
+        raise AssertionError("an expired job reached the model")
+
+    monkeypatch.setattr(engine.models["nli"].model, "forward", must_not_run)
+    items = [{"id": str(i), "premise": "p", "hypothesis": "h"} for i in range(3)]
+    late = Job(job_id="late", task="nli", items=items, enqueued_at=time.time() - 5, deadline=time.time() - 1)
+    results = engine.run(late)
+    assert [r.error.code if r.error else None for r in results] == [ErrorCode.EXPIRED] * 3
+    assert "deadline passed" in (results[0].error.message if results[0].error else "")

@@ -82,9 +82,14 @@ class Engine:
         clock = time.perf_counter()
         outcomes: list[dict[str, Any]] = [{} for _ in job.items]
         ids = [_item_key(raw, index) for index, raw in enumerate(job.items)]
-        accepted = self._accept(job, ids, outcomes)
-        for role, members in accepted.items():
-            self._infer(self.models[role], members, outcomes)
+        if job.deadline is not None and started > job.deadline:
+            late_ms = (started - job.deadline) * 1000.0
+            expired = _error(ErrorCode.EXPIRED, f"the job's deadline passed {late_ms:.0f} ms before a worker took it")
+            for outcome in outcomes:
+                outcome["error"] = expired
+        else:
+            for role, members in self._accept(job, ids, outcomes).items():
+                self._infer(self.models[role], members, outcomes)
         timings = Timings(
             queued_ms=max(0.0, (started - job.enqueued_at) * 1000.0),
             inference_ms=(time.perf_counter() - clock) * 1000.0,

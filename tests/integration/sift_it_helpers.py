@@ -1,0 +1,86 @@
+"""Plain helpers of the integration tests (the fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sift.local import WorkerProcess
+from sift.settings import SiftSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+REDIS_SERVER = shutil.which("redis-server")
+WORKER_START_TIMEOUT_S = 120
+
+
+def new_job_id(label: str = "it") -> str:
+    """A job id unique to one test, in the contract's alphabet."""
+    safe = re.sub(r"[^A-Za-z0-9._:-]+", "-", label)[:60]
+    return f"{safe}-{uuid.uuid4().hex[:12]}"
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout_s: float, interval_s: float = 0.02, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what or predicate}")
+        time.sleep(interval_s)
+
+
+def start_worker(settings: SiftSettings, log_path: Path, **kwargs: Any) -> WorkerProcess:
+    """Start a worker with one torch thread; when it does not come up, fail with the end of its log."""
+    worker = WorkerProcess(settings, threads=1, log_path=log_path, **kwargs)
+    try:
+        worker.start(timeout_s=WORKER_START_TIMEOUT_S)
+    except (RuntimeError, TimeoutError) as err:
+        worker.kill()
+        tail = log_path.read_text(errors="replace")[-4000:] if log_path.exists() else "(no log)"
+        pytest.fail(f"worker did not start ({err}); log tail:\n{tail}")
+    return worker
+
+
+def redis_url_of(proc: Any, password: str | None = None) -> str:
+    """URL of a pytest-redis executor, with the password when given."""
+    auth = f":{password}@" if password else ""
+    return f"redis://{auth}{proc.host}:{proc.port}/0"
+
+
+def cli_env(**sift: str) -> dict[str, str]:
+    """A user's shell environment: no SIFT_* leaking from the test run, plus the ``sift`` settings given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIFT_")}
+    env.update({f"SIFT_{k.upper()}": v for k, v in sift.items()})
+    env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def sift_executable() -> str:
+    """The ``sift`` console script of this virtual environment."""
+    script = Path(sys.executable).parent / "sift"
+    return str(script) if script.exists() else (shutil.which("sift") or "sift")
+
+
+def run_sift(args: list[str], env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``sift ARGS`` from the repository root as a user would, capturing its output."""
+    return subprocess.run(
+        [sift_executable(), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+
+
+def squash(text: str) -> str:
+    """Collapse whitespace, so that rich's line wrapping does not split what a test looks for."""
+    return " ".join(text.split())
