@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from pydantic import BaseModel
@@ -23,11 +23,17 @@ from sift.contract import (
     parse_item,
     parse_task,
 )
+from sift.dead_letters import DeadLetter, DeadLetters
 from sift.keys import INFER_TASK, queue_name
 from sift.results_store import ResultStore
 from sift.settings import SiftSettings
 
 RawItem = Mapping[str, Any] | BaseModel
+QueueFullPolicy = Literal["block", "fail"]
+
+
+class QueueFull(Exception):
+    """A lane's queue is at its bound (``SIFT_MAX_QUEUED_*``): nothing more was sent."""
 
 
 @dataclass(frozen=True)
@@ -89,19 +95,22 @@ class SiftClient:
         lane: Lane = Lane.REALTIME,
         job_id: str | None = None,
         deadline_s: float | None = None,
+        on_full: QueueFullPolicy | None = None,
     ) -> ItemRef:
         """Validate and enqueue one item (real-time lane by default).
 
         ``deadline_s``: if no worker has taken the item this many seconds from now, it is
-        answered with an ``expired`` error instead of being computed.
-        Raises :class:`~sift.contract.ItemRejected` with the item's error when it is invalid.
+        answered with an ``expired`` error instead of being computed. ``on_full`` overrides
+        ``SIFT_ON_QUEUE_FULL`` for this call.
+        Raises :class:`~sift.contract.ItemRejected` with the item's error when it is invalid, and
+        :class:`QueueFull` when the lane is at its bound.
         """
         task_name = parse_task(task)
         raw = _as_dict(item)
         raw.setdefault("id", uuid.uuid4().hex)
         parse_item(task_name, raw, self._limits)
         job = _job(job_id or _new_job_id(), task_name, model, [raw], lane, deadline_s)
-        self._send(job)
+        self._send(job, on_full=on_full)
         return ItemRef(job.job_id, raw["id"])
 
     def submit_many(
@@ -164,13 +173,60 @@ class SiftClient:
         seen.add(item_id)
         return raw
 
-    def _send(self, job: Job, producer: Any = None) -> None:
+    def _send(self, job: Job, producer: Any = None, on_full: QueueFullPolicy | None = None) -> None:
+        self._wait_for_room(job.lane, on_full or self.settings.on_queue_full)
         self.app.send_task(
             INFER_TASK,
             kwargs={"job": job.model_dump(mode="json")},
             queue=queue_name(self.settings.queue_prefix, job.lane),
             producer=producer,
         )
+
+    def queue_depth(self, lane: Lane) -> int:
+        """Messages waiting in ``lane``'s queue (not counting those workers hold)."""
+        return int(self.redis.llen(queue_name(self.settings.queue_prefix, lane)))
+
+    def _wait_for_room(self, lane: Lane, on_full: QueueFullPolicy) -> None:
+        """Return once ``lane`` is below its bound; raise :class:`QueueFull` per ``on_full``."""
+        bound = self.settings.queue_bound(lane)
+        depth = self.queue_depth(lane)
+        if depth < bound:
+            return
+        if on_full == "fail":
+            raise QueueFull(f"the {lane.value} queue holds {depth} messages, at its bound of {bound}: retry later")
+        deadline = time.monotonic() + self.settings.queue_full_timeout_s
+        pause = 0.01
+        while depth >= bound:
+            if time.monotonic() > deadline:
+                raise QueueFull(
+                    f"the {lane.value} queue stayed at its bound of {bound} messages for "
+                    f"{self.settings.queue_full_timeout_s:.0f} s: are workers consuming it?"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+            depth = self.queue_depth(lane)
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        """Items that failed alone after their retries."""
+        return DeadLetters(self.redis, prefix=self.settings.queue_prefix, max_len=self.settings.dead_letter_max)
+
+    def requeue_dead_letters(self, limit: int = 1000) -> int:
+        """Send up to ``limit`` dead letters again under their job and item ids; returns how many.
+
+        A success replaces the stored error result; a letter whose resend fails goes back.
+        """
+        letters = self.dead_letters.take(limit)
+        sent: list[DeadLetter] = []
+        try:
+            for letter in letters:
+                task = parse_task(letter.task)
+                job = _job(letter.job_id, task, letter.model, [letter.item], letter.lane)
+                self._send(job)
+                sent.append(letter)
+        finally:
+            self.dead_letters.push([letter for letter in letters if letter not in sent])
+        return len(sent)
 
     def result(self, ref: ItemRef, *, timeout_s: float = 30.0) -> ItemResult:
         """Wait for one item's result; raises :class:`TimeoutError` after ``timeout_s``."""

@@ -17,6 +17,11 @@ def queue_name(prefix: str, lane: Lane) -> str:
     return f"{prefix}.{lane.value}"
 
 
+def dead_letters_key(prefix: str) -> str:
+    """List of dead letters: items that failed alone after their retries, oldest first."""
+    return f"{prefix}:dead"
+
+
 def results_key(prefix: str, job_id: str) -> str:
     """Hash: item id → result JSON."""
     return f"{prefix}:job:{{{job_id}}}:results"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sift.contract.items import Limits
+from sift.contract.jobs import Lane
 
 
 class SettingsError(Exception):
@@ -37,6 +39,19 @@ class SiftSettings(BaseSettings):
     max_text_bytes: int = Field(default=16_384, ge=1)
     max_labels: int = Field(default=32, ge=1)
     max_documents: int = Field(default=128, ge=1)
+    item_retries: int = Field(default=2, ge=0, le=10)
+    """Retries of an item that makes the model raise when it is alone in its batch."""
+    retry_backoff_s: float = Field(default=0.05, ge=0)
+    """Wait before the first retry; doubled before each next one."""
+    dead_letter_max: int = Field(default=100_000, ge=1)
+    """Dead letters kept (the oldest are dropped past this)."""
+    max_queued_realtime: int = Field(default=10_000, ge=1)
+    """Messages the real-time queue may hold before producers block or fail."""
+    max_queued_bulk: int = Field(default=4_000, ge=1)
+    """Messages the bulk queue may hold (at 256 items a message, about a million items)."""
+    on_queue_full: Literal["block", "fail"] = "block"
+    """At a queue's bound: wait for room (up to ``queue_full_timeout_s``) or fail at once."""
+    queue_full_timeout_s: float = Field(default=600.0, ge=0)
     registry: Path | None = None
     """Model registry YAML; unset means the reference Hugging Face models."""
     policy: Path | None = None
@@ -45,6 +60,10 @@ class SiftSettings(BaseSettings):
     def limits(self) -> Limits:
         """The item size limits, as the contract's validators take them."""
         return Limits(max_text_bytes=self.max_text_bytes, max_labels=self.max_labels, max_documents=self.max_documents)
+
+    def queue_bound(self, lane: Lane) -> int:
+        """How many messages ``lane``'s queue may hold."""
+        return self.max_queued_realtime if lane is Lane.REALTIME else self.max_queued_bulk
 
     def require_redis_url(self) -> str:
         """The Redis URL, or a clear error telling the user how to give one."""

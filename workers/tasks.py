@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from sift.contract import ErrorCode, ErrorInfo, ItemResult, Job
 from sift.contract.items import describe_validation_error
+from sift.dead_letters import DeadLetter, DeadLetters
 from sift.keys import INFER_TASK
 from sift.results_store import ResultStore
 from workers.engine.engine import Engine, _item_key
@@ -23,29 +24,56 @@ WRITE_ATTEMPTS = 8
 
 
 class InferenceTask(Task):  # type: ignore[misc]
-    """Task base holding this worker's preloaded engine and its results store."""
+    """Task base holding this worker's preloaded engine, its results store and dead letters."""
 
     engine: Engine | None = None
     store: ResultStore | None = None
+    dead_letters: DeadLetters | None = None
 
 
-def register_tasks(app: Celery, engine: Engine, store: ResultStore) -> Task:
-    """Register ``sift.infer`` on ``app``, bound to a loaded engine and a store."""
+def register_tasks(app: Celery, engine: Engine, store: ResultStore, dead_letters: DeadLetters) -> Task:
+    """Register ``sift.infer`` on ``app``, bound to a loaded engine, a store and a dead-letter list."""
 
     @app.task(  # type: ignore[untyped-decorator]  # celery ships no type hints
         name=INFER_TASK, bind=True, base=InferenceTask, acks_late=True, reject_on_worker_lost=True
     )
     def infer(self: InferenceTask, job: Any = None, **unexpected: Any) -> dict[str, int]:
-        assert self.engine is not None and self.store is not None
+        assert self.engine is not None and self.store is not None and self.dead_letters is not None
         results = _results_for(self.engine, job, unexpected)
         if not results:
             return {"items": 0, "written": 0}
         written = write_with_retry(self.store, results[0].job_id, results)
+        # After the results: a letter without its error result would be worse than none.
+        self.dead_letters.push(dead_letters_of(job, results))
         return {"items": len(results), "written": written}
 
     infer.engine = engine
     infer.store = store
+    infer.dead_letters = dead_letters
     return infer
+
+
+def dead_letters_of(payload: Any, results: list[ItemResult]) -> list[DeadLetter]:
+    """Letters for the items the model raised on (results are in item order)."""
+    failed = [i for i, r in enumerate(results) if r.error is not None and r.error.code == ErrorCode.INFERENCE_FAILED]
+    if not failed:
+        return []
+    job = Job.model_validate(payload)
+    now = time.time()
+    return [
+        DeadLetter(
+            job_id=job.job_id,
+            task=job.task,
+            model=job.model,
+            lane=job.lane,
+            item=job.items[i],
+            error=results[i].error,
+            worker=results[i].worker,
+            failed_at=now,
+        )
+        for i in failed
+        if results[i].error is not None
+    ]
 
 
 def _results_for(engine: Engine, payload: Any, unexpected: dict[str, Any]) -> list[ItemResult]:

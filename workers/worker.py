@@ -12,10 +12,12 @@ import torch
 
 from sift.broker import make_celery_app
 from sift.contract import Lane
+from sift.dead_letters import DeadLetters
 from sift.keys import queue_name
 from sift.results_store import ResultStore
 from sift.settings import SettingsError, SiftSettings
 from workers.engine.engine import Engine
+from workers.engine.forward import RetryPolicy
 from workers.engine.policy import load_policies
 from workers.engine.registry import Registry, load_registry
 from workers.tasks import register_tasks
@@ -81,8 +83,9 @@ def run_worker(settings: SiftSettings, options: WorkerOptions) -> int:
     registry = load_registry(settings.registry)
     policies = load_policies(settings.policy)
     hostname = options.hostname or f"sift-{device.type}{device.index or 0}-{os.getpid()}@{socket.gethostname()}"
+    retry = RetryPolicy(attempts=settings.item_retries, backoff_s=settings.retry_backoff_s)
     engine = Engine.load(
-        registry, roles_to_load(registry, options.models), device, policies, settings.limits(), hostname
+        registry, roles_to_load(registry, options.models), device, policies, settings.limits(), hostname, retry
     )
     log.info(
         "worker %s ready on %s with %s (torch threads %d)",
@@ -92,10 +95,10 @@ def run_worker(settings: SiftSettings, options: WorkerOptions) -> int:
         torch.get_num_threads(),
     )
     app = make_celery_app(settings)
-    store = ResultStore(
-        redis.Redis.from_url(settings.require_redis_url()), prefix=settings.queue_prefix, ttl_s=settings.result_ttl_s
-    )
-    register_tasks(app, engine, store)
+    connection = redis.Redis.from_url(settings.require_redis_url())
+    store = ResultStore(connection, prefix=settings.queue_prefix, ttl_s=settings.result_ttl_s)
+    dead_letters = DeadLetters(connection, prefix=settings.queue_prefix, max_len=settings.dead_letter_max)
+    register_tasks(app, engine, store, dead_letters)
     queues = ",".join(resolve_queues(settings.queue_prefix, options.queues))
     argv = [
         "worker",

@@ -111,3 +111,36 @@ def test_a_job_past_its_deadline_is_answered_expired_without_compute(
     results = engine.run(late)
     assert [r.error.code if r.error else None for r in results] == [ErrorCode.EXPIRED] * 3
     assert "deadline passed" in (results[0].error.message if results[0].error else "")
+
+
+def test_a_poison_item_is_retried_alone_then_given_up(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.engine.forward import RetryPolicy
+
+    loaded = engine.models["nli"]
+    poison = loaded.tokenizer.convert_tokens_to_ids("poison")
+    real_forward = loaded.model.forward
+    calls_with_poison = 0
+    transient = True
+
+    def forward(**inputs: torch.Tensor) -> Any:
+        nonlocal calls_with_poison
+        if (inputs["input_ids"] == poison).any():
+            calls_with_poison += 1
+            # A transient fault clears on the second try of the item alone.
+            if not transient or calls_with_poison < 4:
+                raise RuntimeError("flaky kernel")
+        return real_forward(**inputs)
+
+    monkeypatch.setattr(loaded.model, "forward", forward)
+    monkeypatch.setattr(engine, "retry", RetryPolicy(attempts=2, backoff_s=0.0))
+    items = [{"id": str(i), "premise": "poison" if i == 2 else f"p{i}", "hypothesis": "h"} for i in range(4)]
+
+    results = engine.run(job("nli", items))
+    # Full batch, then the half with it, then alone (3 calls), then the first retry succeeds.
+    assert calls_with_poison == 4
+    assert all(r.ok for r in results)
+
+    transient, calls_with_poison = False, 0
+    results = engine.run(job("nli", items))
+    assert calls_with_poison == 3 + 2, "alone once, then exactly `attempts` retries"
+    assert [r.ok for r in results] == [True, True, False, True]

@@ -25,7 +25,7 @@ from sift.contract import (
     parse_item,
     parse_task,
 )
-from workers.engine.forward import Encoded, encode, score, warm_up
+from workers.engine.forward import NO_RETRY, Encoded, RetryPolicy, encode, score, warm_up
 from workers.engine.heads import Pair, UnsupportedModel, check_supported, head_output, sequences_for
 from workers.engine.loading import LoadedModel, load_model
 from workers.engine.policy import Policy, PolicySet
@@ -49,8 +49,15 @@ class Engine:
     """Preloaded models for one device, and the logic that turns jobs into results."""
 
     def __init__(
-        self, models: dict[str, LoadedModel], registry: Registry, policies: PolicySet, limits: Limits, worker: str
+        self,
+        models: dict[str, LoadedModel],
+        registry: Registry,
+        policies: PolicySet,
+        limits: Limits,
+        worker: str,
+        retry: RetryPolicy = NO_RETRY,
     ) -> None:
+        self.retry = retry
         self.models = models
         self.registry = registry
         self.policies = policies
@@ -66,6 +73,7 @@ class Engine:
         policies: PolicySet,
         limits: Limits,
         worker: str,
+        retry: RetryPolicy = NO_RETRY,
     ) -> Engine:
         """Load and warm up ``roles`` on ``device``; raises if a role is not in the registry."""
         models = {}
@@ -74,7 +82,7 @@ class Engine:
                 raise KeyError(f"role {role!r} is not in the model registry (known: {sorted(registry.models)})")
             models[role] = load_model(role, registry.models[role], device)
             warm_up(models[role])
-        return cls(models, registry, policies, limits, worker)
+        return cls(models, registry, policies, limits, worker, retry)
 
     def run(self, job: Job) -> list[ItemResult]:
         """Answer every item of ``job``: a prediction or a clear per-item error, in item order."""
@@ -157,7 +165,7 @@ class Engine:
             member.rows = len(member_sequences)
             sequences += member_sequences
         encoded = _encode_isolating(loaded, sequences)
-        scored = score(loaded, encoded)
+        scored = score(loaded, encoded, self.retry)
         info = loaded.info
         identity = {"model": info.role, "model_source": info.source, "revision": info.revision}
         for member in members:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,8 +60,30 @@ def encode(loaded: LoadedModel, sequences: list[Pair]) -> Encoded:
     return Encoded(batch["input_ids"], token_types, truncated)
 
 
-def score(loaded: LoadedModel, encoded: Encoded) -> Scored:
-    """Logits of every encoded sequence; a batch that raises is split until the culprit is alone."""
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a sequence that fails alone is tried again before it is given up on."""
+
+    attempts: int = 2
+    """Tries after the first failure in a batch of one."""
+    backoff_s: float = 0.05
+    """Wait before the first retry; doubled before each next one."""
+
+    def delays(self) -> list[float]:
+        """Seconds to wait before each retry."""
+        return [self.backoff_s * 2**k for k in range(self.attempts)]
+
+
+NO_RETRY = RetryPolicy(attempts=0)
+
+
+def score(loaded: LoadedModel, encoded: Encoded, retry: RetryPolicy = NO_RETRY) -> Scored:
+    """Logits of every encoded sequence.
+
+    A batch that raises is split in halves until the culprit is alone (a CUDA out-of-memory
+    error halves the batch the same way); a culprit alone is retried per ``retry``, then
+    reported in ``failures`` while everything else is scored.
+    """
     num_labels = loaded.info.num_labels
     logits = np.full((len(encoded.input_ids), num_labels), np.nan, dtype=np.float32)
     failures: dict[int, str] = {}
@@ -69,23 +92,59 @@ def score(loaded: LoadedModel, encoded: Encoded) -> Scored:
     failures.update({i: "the tokenizer could not encode this input" for i, n in enumerate(lengths) if n == 0})
     scorable = [i for i, n in enumerate(lengths) if n > 0]
     for batch in plan_batches([lengths[i] for i in scorable], limits):
-        _score_isolating(loaded, encoded, [scorable[j] for j in batch], logits, failures)
+        _score_isolating(loaded, encoded, [scorable[j] for j in batch], logits, failures, retry)
     return Scored(logits, failures)
 
 
 def _score_isolating(
-    loaded: LoadedModel, encoded: Encoded, batch: list[int], out: np.ndarray, failures: dict[int, str]
+    loaded: LoadedModel,
+    encoded: Encoded,
+    batch: list[int],
+    out: np.ndarray,
+    failures: dict[int, str],
+    retry: RetryPolicy,
 ) -> None:
     try:
         out[batch] = forward_batch(loaded, encoded, batch)
+        return
     except Exception as err:  # noqa: BLE001 - any model error is isolated to the items that cause it
+        _release_device_memory(err)
         if len(batch) == 1:
-            log.warning("sequence failed alone in %s: %r", loaded.info.role, err)
-            failures[batch[0]] = f"{type(err).__name__}: {err}"
+            _retry_alone(loaded, encoded, batch[0], out, failures, retry, err)
             return
-        middle = len(batch) // 2
-        _score_isolating(loaded, encoded, batch[:middle], out, failures)
-        _score_isolating(loaded, encoded, batch[middle:], out, failures)
+    middle = len(batch) // 2
+    _score_isolating(loaded, encoded, batch[:middle], out, failures, retry)
+    _score_isolating(loaded, encoded, batch[middle:], out, failures, retry)
+
+
+def _retry_alone(
+    loaded: LoadedModel,
+    encoded: Encoded,
+    index: int,
+    out: np.ndarray,
+    failures: dict[int, str],
+    retry: RetryPolicy,
+    first_error: Exception,
+) -> None:
+    error = first_error
+    for delay in retry.delays():
+        time.sleep(delay)
+        try:
+            out[[index]] = forward_batch(loaded, encoded, [index])
+            log.info("sequence in %s succeeded on retry after %r", loaded.info.role, first_error)
+            return
+        except Exception as err:  # noqa: BLE001
+            _release_device_memory(err)
+            error = err
+    log.warning("sequence failed alone in %s after %d retries: %r", loaded.info.role, retry.attempts, error)
+    failures[index] = f"{type(error).__name__}: {error}"
+
+
+def _release_device_memory(err: Exception) -> None:
+    # After a CUDA OOM the allocator keeps the failed batch's blocks cached; give them back
+    # before the halves are tried.
+    if isinstance(err, torch.OutOfMemoryError):
+        torch.cuda.empty_cache()
 
 
 def forward_batch(loaded: LoadedModel, encoded: Encoded, batch: list[int]) -> np.ndarray:
