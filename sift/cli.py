@@ -79,14 +79,25 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--no-progress", action="store_true")
     backfill.set_defaults(run=_run_backfill)
 
+    evaluation = commands.add_parser("eval", help="score a model on a labeled JSONL file, through the queue")
+    evaluation.add_argument("input", type=Path)
+    evaluation.add_argument("--task", required=True, choices=["classify", "nli", "zero_shot", "rerank"])
+    evaluation.add_argument("--model", help="registry role (default: the task's)")
+    evaluation.add_argument("--label-field", default="label", help="field holding the gold label")
+    evaluation.add_argument("--label-map", help='gold label -> model label as JSON, e.g. \'{"0": "NEGATIVE"}\'')
+    evaluation.add_argument("--json", type=Path, dest="json_out", help="also write the report as JSON to this file")
+    evaluation.add_argument("--idle-timeout", type=float, default=300.0, help="give up after this long idle")
+    evaluation.set_defaults(run=_run_eval)
+
     demo = commands.add_parser("demo", help="private Redis + one worker + backfill of the examples, then clean up")
     demo.add_argument("--examples", type=Path, default=Path("examples"))
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
     demo.add_argument(
         "--models",
-        choices=["auto", "reference", "offline"],
+        choices=["auto", "reference", "offline", "random"],
         default="auto",
-        help="auto: reference hub models if reachable, else offline test models",
+        help="auto: reference hub models if reachable, else offline: a real sentiment model fine-tuned here "
+        "(once, minutes) + random-weight stand-ins; random: stand-ins only (seconds)",
     )
     demo.set_defaults(run=_run_demo)
 
@@ -176,6 +187,41 @@ def _run_backfill(args: argparse.Namespace) -> int:
         )
     print_summary(Console(), summary, args.out)
     return 0
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
+    from producers.client import SiftClient
+    from producers.evaluate import EvalDataError, evaluate, print_eval
+
+    if not args.input.is_file():
+        raise FileNotFoundError(f"input file {args.input} does not exist")
+    try:
+        label_map = json.loads(args.label_map) if args.label_map else {}
+    except json.JSONDecodeError as err:
+        raise SettingsError(f"--label-map is not valid JSON: {err}") from err
+    if not isinstance(label_map, dict) or not all(isinstance(v, str) for v in label_map.values()):
+        raise SettingsError('--label-map must be a JSON object of labels, e.g. \'{"0": "NEGATIVE"}\'')
+    try:
+        with SiftClient(SiftSettings()) as client:
+            report = evaluate(
+                client,
+                args.input,
+                args.task,
+                model=args.model,
+                label_field=args.label_field,
+                label_map=label_map,
+                idle_timeout_s=args.idle_timeout,
+            )
+    except EvalDataError as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}")
+        return 2
+    print_eval(Console(), report)
+    if args.json_out is not None:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return 0 if report.n_scored > 0 else 1
 
 
 def _run_demo(args: argparse.Namespace) -> int:

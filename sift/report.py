@@ -13,7 +13,7 @@ from producers.backfill import BackfillSummary
 def print_summary(console: Console, summary: BackfillSummary, out_path: Path) -> None:
     """Labels and errors with counts and shares, then throughput."""
     total = summary.results or 1
-    table = Table(title=f"{summary.task}: {summary.results} results", caption=str(out_path))
+    table = Table(title=f"{summary.task}: {summary.results} results")
     table.add_column("label / error")
     table.add_column("count", justify="right")
     table.add_column("share", justify="right")
@@ -23,6 +23,7 @@ def print_summary(console: Console, summary: BackfillSummary, out_path: Path) ->
         table.add_row(f"[red]error: {code}[/]", str(count), f"{100 * count / total:.1f}%")
     console.print(table)
     resumed = f", {summary.already_done} already done before this run" if summary.already_done else ""
+    console.print(f"results: {out_path}", soft_wrap=True)
     console.print(
         f"{summary.lines} lines, {summary.submitted} submitted{resumed}; "
         f"{summary.seconds:.2f} s, [bold]{summary.items_per_s:.1f} items/s[/] (job {summary.job_id})"

@@ -143,3 +143,20 @@ def _save_model(shape: OfflineModel, tokenizer: Any, path: Path) -> None:
         config = json.loads(config_path.read_text())
         config["sentence_transformers"] = {"activation_fn": "torch.nn.modules.activation.Sigmoid"}
         config_path.write_text(json.dumps(config, indent=2))
+
+
+def registry_with_sentiment(registry_path: Path, sentiment_dir: Path, note: str) -> Path:
+    """A copy of ``registry_path`` whose sentiment role serves ``sentiment_dir``; returns its path."""
+    registry = yaml.safe_load(registry_path.read_text())
+    registry["models"]["sentiment"] = {
+        "source": str(sentiment_dir.resolve()),
+        "kind": "sequence_classification",
+        "max_length": 512,
+        "batch_tokens": 16384,
+        "note": note,
+    }
+    path = registry_path.with_name("registry-real-sentiment.yaml")
+    path.write_text(
+        "# Offline models; sentiment is a real fine-tuned model.\n" + yaml.safe_dump(registry, sort_keys=False)
+    )
+    return path

@@ -100,7 +100,7 @@ def test_sift_demo_runs_and_cleans_up(offline_registry: Path, examples_dir: Path
     # offline_registry fixture built (SIFT_CACHE_DIR/offline-models), so nothing is rebuilt.
     env = cli_env(cache_dir=str(offline_registry.parent.parent))
 
-    done = run_sift(["demo", "--examples", str(examples_dir), "--out", str(out), "--models", "offline"], env, 400)
+    done = run_sift(["demo", "--examples", str(examples_dir), "--out", str(out), "--models", "random"], env, 400)
 
     assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
     stdout = squash(done.stdout)
