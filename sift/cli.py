@@ -101,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(run=_run_demo)
 
+    dead = commands.add_parser("dead", help="items that failed alone after their retries")
+    dead.add_argument("action", choices=["list", "requeue", "purge"])
+    dead.add_argument("--limit", type=int, default=100, help="letters to list or requeue")
+    dead.set_defaults(run=_run_dead)
+
     build = commands.add_parser("build-test-models", help="build the offline random-weight test models")
     build.add_argument("--out", type=Path, default=DEFAULT_MODELS_DIR)
     build.add_argument("--force", action="store_true")
@@ -186,6 +191,27 @@ def _run_backfill(args: argparse.Namespace) -> int:
             show_progress=not args.no_progress,
         )
     print_summary(Console(), summary, args.out)
+    return 0
+
+
+def _run_dead(args: argparse.Namespace) -> int:
+    from producers.client import SiftClient
+
+    console = Console()
+    with SiftClient(SiftSettings()) as client:
+        if args.action == "requeue":
+            console.print(f"requeued {client.requeue_dead_letters(args.limit)} dead letter(s)")
+        elif args.action == "purge":
+            console.print(f"purged {client.dead_letters.purge()} dead letter(s)")
+        else:
+            letters = client.dead_letters.peek(args.limit)
+            for letter in letters:
+                item_id = letter.item.get("id") if isinstance(letter.item, dict) else None
+                console.print(
+                    f"{letter.job_id} {item_id} {letter.task} [red]{letter.error.code}[/] {letter.error.message}",
+                    soft_wrap=True,
+                )
+            console.print(f"{len(letters)} of {client.dead_letters.count()} dead letter(s) shown")
     return 0
 
 
