@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from producers.client import SiftClient
 from sift.contract import ErrorCode, ErrorInfo, ItemResult, TaskName, parse_task
+from sift.contract.items import usable_id
 
 
 @dataclass
@@ -123,14 +124,13 @@ class _LineReader:
                 ErrorCode.INVALID_JSON,
                 f"line {number} is a JSON {type(value).__name__}, expected an object",
             )
-        item_id = value.get("id", fallback_id)
-        if isinstance(item_id, int) and not isinstance(item_id, bool):
-            item_id = str(item_id)  # numeric ids are common in exports; the wire contract wants strings
-        if not isinstance(item_id, str) or not 0 < len(item_id) <= 256:
+        # Integer ids (common in exports) become strings, as the wire contract wants.
+        item_id = usable_id(value.get("id", fallback_id))
+        if item_id is None:
             return self._bad(
                 fallback_id,
                 ErrorCode.INVALID_INPUT,
-                f"line {number}: id must be a string of 1-256 characters or an integer",
+                f"line {number}: id must be an integer or a string of 1-256 characters of valid UTF-8",
             )
         if item_id in self.seen:
             error = ErrorInfo(code=ErrorCode.DUPLICATE_ID, message=f"line {number}: id {item_id!r} was used earlier")

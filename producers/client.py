@@ -23,6 +23,7 @@ from sift.contract import (
     parse_item,
     parse_task,
 )
+from sift.contract.items import item_key
 from sift.dead_letters import DeadLetter, DeadLetters
 from sift.keys import INFER_TASK, queue_name
 from sift.results_store import ResultStore
@@ -162,7 +163,7 @@ class SiftClient:
             handle.rejected.append(ItemResult(job_id=handle.job_id, id=f"#{index}", task=task.value, error=error))
             return None
         raw.setdefault("id", uuid.uuid4().hex)
-        item_id = str(raw["id"])
+        item_id = item_key(raw, index)
         try:
             if item_id in seen:
                 raise ItemRejected(ErrorInfo(code=ErrorCode.DUPLICATE_ID, message=f"id {item_id!r} appears twice"))

@@ -12,11 +12,11 @@ from celery.exceptions import Reject
 from pydantic import ValidationError
 
 from sift.contract import ErrorCode, ErrorInfo, ItemResult, Job
-from sift.contract.items import describe_validation_error
+from sift.contract.items import describe_validation_error, item_key, printable
 from sift.dead_letters import DeadLetter, DeadLetters
 from sift.keys import INFER_TASK
 from sift.results_store import ResultStore
-from workers.engine.engine import Engine, _item_key
+from workers.engine.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,8 @@ def _envelope_errors(payload: Any, err: Exception) -> list[ItemResult]:
         log.error("dropping a message with no usable job_id or items: %s", message)
         return []
     error = ErrorInfo(code=ErrorCode.INVALID_INPUT, message=f"invalid job message: {message}")
-    task = payload.get("task") if isinstance(payload.get("task"), str) else "unknown"
-    return [ItemResult(job_id=job_id, id=_item_key(raw, i), task=task, error=error) for i, raw in enumerate(items)]
+    task = printable(payload["task"]) if isinstance(payload.get("task"), str) else "unknown"
+    return [ItemResult(job_id=job_id, id=item_key(raw, i), task=task, error=error) for i, raw in enumerate(items)]
 
 
 def _safe_job_id(job_id: str) -> bool:

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,7 +26,45 @@ from pydantic_core import PydanticCustomError
 from sift.contract.errors import ErrorCode, ErrorInfo
 
 TOO_LARGE = "too_large"
-ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+MAX_ID_CHARS = 256
+
+
+def is_utf8(value: str) -> bool:
+    """False for strings with lone surrogates: JSON can carry them, UTF-8 and Redis keys cannot."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(value: str) -> str:
+    """``value`` with lone surrogates escaped, safe to echo back in a result or a log."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _utf8_id(value: str) -> str:
+    if not is_utf8(value):
+        raise PydanticCustomError("invalid_id", "id is not valid UTF-8 (lone surrogate)")
+    return value
+
+
+ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(_utf8_id)]
+
+
+def usable_id(value: Any) -> str | None:
+    """``value`` as a result key (integers become strings), or None when it cannot be one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        # Python refuses to print ints of over 4,300 digits; anything near that is no id anyway.
+        value = str(value) if value.bit_length() < 4 * MAX_ID_CHARS else None
+    if isinstance(value, str) and 0 < len(value) <= MAX_ID_CHARS and is_utf8(value):
+        return value
+    return None
+
+
+def item_key(raw: Any, index: int) -> str:
+    """The key an item's result is stored under: its id when usable, else ``#<position>``."""
+    return usable_id(raw.get("id") if isinstance(raw, dict) else None) or f"#{index}"
 
 
 class TaskName(StrEnum):
@@ -124,6 +163,14 @@ class ZeroShotItem(_Item):
         check_text(template, info)
         if template.count("{}") != 1:
             raise PydanticCustomError("bad_template", "hypothesis_template must contain '{}' exactly once")
+        try:
+            template.format("label")
+        except (ValueError, KeyError, IndexError) as err:
+            raise PydanticCustomError(
+                "bad_template",
+                "hypothesis_template is not a valid format string ({error}); write braces as {{{{ }}}}",
+                {"error": str(err)},
+            ) from err
         return template
 
 

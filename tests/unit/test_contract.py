@@ -128,3 +128,21 @@ def test_redis_password_is_redacted_in_messages() -> None:
     assert redact_url("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
     assert redact_url("rediss://user:s3cret@host:6380/1") == "rediss://user:***@host:6380/1"
     assert redact_url("redis://host:6379/0") == "redis://host:6379/0"
+
+
+@pytest.mark.parametrize("template", ["{} is {topic}.", "This is {} {", "{} or {0}", "{}}"])
+def test_templates_that_cannot_be_formatted_are_rejected_up_front(template: str) -> None:
+    code, message = rejected(
+        TaskName.ZERO_SHOT, {"id": "z", "text": "t", "labels": ["a"], "hypothesis_template": template}
+    )
+    assert code == ErrorCode.INVALID_INPUT
+    assert "hypothesis_template" in message
+
+
+def test_ids_must_be_valid_utf8_and_result_keys_never_carry_surrogates() -> None:
+    from sift.contract.items import item_key, usable_id
+
+    assert "UTF-8" in rejected(TaskName.CLASSIFY, {"id": "a\udc80", "text": "t"})[1]
+    assert item_key({"id": "a\udc80"}, 3) == "#3"
+    assert usable_id(17) == "17" and usable_id(10**30) == str(10**30)
+    assert usable_id(10**2000) is None and usable_id(True) is None and usable_id("") is None

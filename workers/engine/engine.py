@@ -25,6 +25,7 @@ from sift.contract import (
     parse_item,
     parse_task,
 )
+from sift.contract.items import item_key, printable
 from workers.engine.forward import NO_RETRY, Encoded, RetryPolicy, encode, score, warm_up
 from workers.engine.heads import Pair, UnsupportedModel, check_supported, head_output, sequences_for
 from workers.engine.loading import LoadedModel, load_model
@@ -89,7 +90,7 @@ class Engine:
         started = time.time()
         clock = time.perf_counter()
         outcomes: list[dict[str, Any]] = [{} for _ in job.items]
-        ids = [_item_key(raw, index) for index, raw in enumerate(job.items)]
+        ids = [item_key(raw, index) for index, raw in enumerate(job.items)]
         if job.deadline is not None and started > job.deadline:
             late_ms = (started - job.deadline) * 1000.0
             expired = _error(ErrorCode.EXPIRED, f"the job's deadline passed {late_ms:.0f} ms before a worker took it")
@@ -103,7 +104,9 @@ class Engine:
             inference_ms=(time.perf_counter() - clock) * 1000.0,
         )
         return [
-            ItemResult(job_id=job.job_id, id=ids[i], task=job.task, timings=timings, worker=self.worker, **outcome)
+            ItemResult(
+                job_id=job.job_id, id=ids[i], task=printable(job.task), timings=timings, worker=self.worker, **outcome
+            )
             for i, outcome in enumerate(outcomes)
         ]
 
@@ -159,11 +162,19 @@ class Engine:
     def _infer(self, loaded: LoadedModel, members: list[_Accepted], outcomes: list[dict[str, Any]]) -> None:
         """Score every member's sequences in shared batches and fill in their outcomes."""
         sequences: list[Pair] = []
+        expanded: list[_Accepted] = []
         for member in members:
-            member.first_row = len(sequences)
-            member_sequences = sequences_for(member.item, member.policy)
-            member.rows = len(member_sequences)
+            try:
+                member_sequences = sequences_for(member.item, member.policy)
+            except Exception as err:  # noqa: BLE001 - validation should have caught it; cost only this item
+                outcomes[member.index]["error"] = _error(ErrorCode.INVALID_INPUT, f"cannot expand this item: {err!r}")
+                continue
+            member.first_row, member.rows = len(sequences), len(member_sequences)
             sequences += member_sequences
+            expanded.append(member)
+        members = expanded
+        if not members:
+            return
         encoded = _encode_isolating(loaded, sequences)
         scored = score(loaded, encoded, self.retry)
         info = loaded.info
@@ -200,16 +211,6 @@ def _encode_isolating(loaded: LoadedModel, sequences: list[Pair]) -> Encoded:
         if types is not None and one.token_type_ids is not None:
             types += one.token_type_ids
     return Encoded(ids, types, truncated)
-
-
-def _item_key(raw: Any, index: int) -> str:
-    """The id a result is stored under; items without a usable id are keyed by position."""
-    value = raw.get("id") if isinstance(raw, dict) else None
-    if isinstance(value, str) and 0 < len(value) <= 256:
-        return value
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**18:
-        return str(value)
-    return f"#{index}"
 
 
 def _error(code: ErrorCode, message: str) -> ErrorInfo:

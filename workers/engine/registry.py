@@ -28,6 +28,9 @@ class ModelSpec(BaseModel):
     kind: Literal["sequence_classification", "cross_encoder"] = "sequence_classification"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """``auto``: bfloat16 on CUDA, float32 on CPU."""
+    quantize: Literal["none", "int8"] = "none"
+    """``int8``: dynamic int8 quantization of the linear layers (CPU only). Use only where the
+    fidelity report shows it agrees with fp32 on your data."""
     max_length: int = Field(default=512, ge=8)
     batch_tokens: int = Field(default=16_384, ge=64)
     max_batch_items: int = Field(default=256, ge=1)
