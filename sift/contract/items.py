@@ -12,7 +12,6 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -43,13 +42,8 @@ def printable(value: str) -> str:
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _utf8_id(value: str) -> str:
-    if not is_utf8(value):
-        raise PydanticCustomError("invalid_id", "id is not valid UTF-8 (lone surrogate)")
-    return value
-
-
-ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(_utf8_id)]
+# pydantic's str validation already rejects lone surrogates ("unable to parse raw data as a unicode string").
+ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS)]
 
 
 def usable_id(value: Any) -> str | None:

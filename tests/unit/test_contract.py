@@ -142,7 +142,10 @@ def test_templates_that_cannot_be_formatted_are_rejected_up_front(template: str)
 def test_ids_must_be_valid_utf8_and_result_keys_never_carry_surrogates() -> None:
     from sift.contract.items import item_key, usable_id
 
-    assert "UTF-8" in rejected(TaskName.CLASSIFY, {"id": "a\udc80", "text": "t"})[1]
+    assert rejected(TaskName.CLASSIFY, {"id": "a\udc80", "text": "t"}) == (
+        ErrorCode.INVALID_INPUT,
+        "id: Input should be a valid string, unable to parse raw data as a unicode string",
+    )
     assert item_key({"id": "a\udc80"}, 3) == "#3"
     assert usable_id(17) == "17" and usable_id(10**30) == str(10**30)
     assert usable_id(10**2000) is None and usable_id(True) is None and usable_id("") is None
