@@ -110,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--out", type=Path, default=DEFAULT_MODELS_DIR)
     build.add_argument("--force", action="store_true")
     build.set_defaults(run=_run_build)
+
+    sentiment = commands.add_parser(
+        "build-sentiment-model",
+        help="fine-tune the packaged all-MiniLM-L6-v2 on labeled tweets into a real sentiment model (once, cached)",
+    )
+    sentiment.add_argument("--out", type=Path, default=DEFAULT_MODELS_DIR.parent / "sentiment-minilm")
+    sentiment.add_argument("--force", action="store_true", help="rebuild even if a build is cached")
+    sentiment.set_defaults(run=_run_build_sentiment)
     return parser
 
 
@@ -261,6 +269,16 @@ def _run_build(args: argparse.Namespace) -> int:
 
     path = build_offline_models(args.out, force=args.force)
     print(path)
+    return 0
+
+
+def _run_build_sentiment(args: argparse.Namespace) -> int:
+    from workers.sentiment_builder import build_sentiment_model
+
+    build = build_sentiment_model(args.out, force=args.force)
+    print(f"model: {build.model_dir}")
+    print(f"held-out accuracy: {build.accuracy:.4f} on {build.n_test} tweets ({build.held_out})")
+    print(f"trained on {build.n_train} tweets")
     return 0
 
 
