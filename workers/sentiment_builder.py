@@ -185,21 +185,32 @@ def split_stratified(
     return train, test
 
 
+def _keeps_all(rows: Sequence[LabeledText], limit: int | None) -> bool:
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be positive, got {limit}")
+    return limit is None or limit >= len(rows)
+
+
+def _take_by_quota(rows: Sequence[LabeledText], quota: dict[str, int]) -> list[LabeledText]:
+    """The first ``quota[label]`` rows of each label, in the rows' order."""
+    left = dict(quota)
+    kept: list[LabeledText] = []
+    for row in rows:
+        if left[row.label] > 0:
+            left[row.label] -= 1
+            kept.append(row)
+    return kept
+
+
 def cap_stratified(rows: Sequence[LabeledText], limit: int | None) -> list[LabeledText]:
     """At most ``limit`` rows, keeping each label's share (``rows`` are assumed shuffled); ``None`` keeps all."""
-    if limit is None or limit >= len(rows):
+    if _keeps_all(rows, limit):
         return list(rows)
-    if limit < 1:
-        raise ValueError(f"limit must be positive, got {limit}")
+    assert limit is not None
     labels = sorted({row.label for row in rows})
     quota = {label: round(limit * sum(r.label == label for r in rows) / len(rows)) for label in labels}
     quota[labels[-1]] = limit - sum(quota[label] for label in labels[:-1])  # quotas add up to exactly `limit`
-    kept: list[LabeledText] = []
-    for row in rows:
-        if quota[row.label] > 0:
-            quota[row.label] -= 1
-            kept.append(row)
-    return kept
+    return _take_by_quota(rows, quota)
 
 
 def cap_balanced(rows: Sequence[LabeledText], limit: int | None) -> list[LabeledText]:
@@ -209,22 +220,16 @@ def cap_balanced(rows: Sequence[LabeledText], limit: int | None) -> list[Labeled
     rows' order is kept (``rows`` are assumed shuffled). The corpus is ~81% negative: a balanced training set
     keeps the model from calling neutral-sounding praise NEGATIVE.
     """
-    if limit is None or limit >= len(rows):
+    if _keeps_all(rows, limit):
         return list(rows)
-    if limit < 1:
-        raise ValueError(f"limit must be positive, got {limit}")
+    assert limit is not None
     counts = {label: sum(r.label == label for r in rows) for label in sorted({row.label for row in rows})}
     quota: dict[str, int] = {}
     left = limit
     for index, (label, count) in enumerate(sorted(counts.items(), key=lambda item: item[1])):
         quota[label] = min(count, left // (len(counts) - index))  # smallest labels first; leftovers flow on
         left -= quota[label]
-    kept: list[LabeledText] = []
-    for row in rows:
-        if quota[row.label] > 0:
-            quota[row.label] -= 1
-            kept.append(row)
-    return kept
+    return _take_by_quota(rows, quota)
 
 
 def tweets_csv_path() -> Path:
