@@ -8,7 +8,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import redis
 from pydantic import BaseModel
 
 from sift.broker import make_celery_app
@@ -72,7 +71,7 @@ class SiftClient:
     def __init__(self, settings: SiftSettings | None = None) -> None:
         self.settings = settings or SiftSettings()
         self.app = make_celery_app(self.settings)
-        self.redis = redis.Redis.from_url(self.settings.require_redis_url())
+        self.redis = self.settings.redis_client()
         self.store = ResultStore(self.redis, prefix=self.settings.queue_prefix, ttl_s=self.settings.result_ttl_s)
         self._limits = self.settings.limits()
 

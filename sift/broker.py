@@ -32,6 +32,8 @@ def make_celery_app(settings: SiftSettings) -> Celery:
             # before bulk work is taken, instead of kombu's default round robin.
             "queue_order_strategy": "priority",
         },
+        # rediss://: verify the server (kombu's default for rediss without options is not to).
+        broker_use_ssl=settings.redis_tls() or False,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         task_queues=queues,

@@ -27,15 +27,34 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    """A private ``redis-server`` on a free loopback port, in a temporary directory."""
+    """A private ``redis-server`` on a free loopback port, in a temporary directory.
 
-    def __init__(self, executable: str = "redis-server", password: str | None = None, appendonly: bool = False) -> None:
+    With ``tls_cert_file``, ``tls_key_file`` and ``tls_ca_cert_file`` it serves TLS only (``rediss://``);
+    ``tls_auth_clients`` makes it require client certificates signed by that CA.
+    """
+
+    def __init__(
+        self,
+        executable: str = "redis-server",
+        password: str | None = None,
+        appendonly: bool = False,
+        *,
+        tls_cert_file: Path | None = None,
+        tls_key_file: Path | None = None,
+        tls_ca_cert_file: Path | None = None,
+        tls_auth_clients: bool = False,
+    ) -> None:
         found = shutil.which(executable)
         if found is None:
             raise SettingsError(f"{executable} not found: install it (Debian: apt-get install redis-server)")
+        tls_files = (tls_cert_file, tls_key_file, tls_ca_cert_file)
+        if any(tls_files) and not all(tls_files):
+            raise SettingsError("TLS needs tls_cert_file, tls_key_file and tls_ca_cert_file together")
         self.executable = found
         self.password = password
         self.appendonly = appendonly
+        self.tls_cert_file, self.tls_key_file, self.tls_ca_cert_file = tls_files
+        self.tls_auth_clients = tls_auth_clients
         self.port = 0
         self.dir = Path(tempfile.mkdtemp(prefix="sift-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
@@ -44,15 +63,22 @@ class EmbeddedRedis:
     def url(self) -> str:
         """Connection URL, with the password when one is set."""
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls_cert_file else "redis"
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> EmbeddedRedis:
         """Start the server (on the same port again after a :meth:`stop`) and wait until it answers."""
         self.port = self.port or free_port()
+        if self.tls_cert_file and self.tls_key_file and self.tls_ca_cert_file:
+            listen = ["--port", "0", "--tls-port", str(self.port)]
+            listen += ["--tls-cert-file", str(self.tls_cert_file), "--tls-key-file", str(self.tls_key_file)]
+            listen += ["--tls-ca-cert-file", str(self.tls_ca_cert_file)]
+            listen += ["--tls-auth-clients", "yes" if self.tls_auth_clients else "no"]
+        else:
+            listen = ["--port", str(self.port)]
         argv = [
             self.executable,
-            "--port",
-            str(self.port),
+            *listen,
             "--bind",
             "127.0.0.1",
             "--dir",
@@ -67,7 +93,7 @@ class EmbeddedRedis:
         if self.password:
             argv += ["--requirepass", self.password]
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        client = redis.Redis.from_url(self.url)
+        client = redis.Redis.from_url(self.url, **self._tls_client_options())
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -79,6 +105,15 @@ class EmbeddedRedis:
                 time.sleep(0.05)
             finally:
                 client.close()
+
+    def _tls_client_options(self) -> dict[str, str]:
+        """What the start-up ping needs to pass this server's TLS (its own certificate when clients need one)."""
+        if not self.tls_cert_file:
+            return {}
+        options = {"ssl_ca_certs": str(self.tls_ca_cert_file)}
+        if self.tls_auth_clients:
+            options |= {"ssl_certfile": str(self.tls_cert_file), "ssl_keyfile": str(self.tls_key_file)}
+        return options
 
     def stop(self) -> None:
         """Stop the server (data on disk is kept until :meth:`close`)."""

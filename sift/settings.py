@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
-from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+import redis
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,13 +22,20 @@ class SettingsError(Exception):
 class SiftSettings(BaseSettings):
     """Deployment settings shared by producers and workers.
 
-    Every field maps to ``SIFT_<FIELD>``; e.g. ``SIFT_REDIS_URL=redis://:secret@host:6379/0``.
+    Every field maps to ``SIFT_<FIELD>``; e.g. ``SIFT_REDIS_URL=redis://:secret@host:6379/0``,
+    or over TLS ``SIFT_REDIS_URL=rediss://:secret@host:6380/0`` (the server certificate is always verified).
     """
 
     model_config = SettingsConfigDict(env_prefix="SIFT_", extra="ignore", frozen=True)
 
     redis_url: str | None = None
     """Broker and results store. Unset: ``sift demo`` starts a private redis-server; other commands refuse."""
+    redis_ca_certs: Path | None = None
+    """``rediss://`` only: PEM bundle of the CAs that sign the server certificate; unset means the system's CAs."""
+    redis_certfile: Path | None = None
+    """``rediss://`` only, for servers that require client certificates: this client's PEM certificate."""
+    redis_keyfile: Path | None = None
+    """The private key of ``redis_certfile`` (unset: the key is in ``redis_certfile``)."""
     queue_prefix: str = "sift"
     result_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
     """How long results stay in Redis after their last write."""
@@ -73,6 +82,53 @@ class SiftSettings(BaseSettings):
                 "(or run `sift demo`, which starts a private Redis)"
             )
         return self.redis_url
+
+    def redis_tls(self) -> dict[str, Any]:
+        """TLS options for ``rediss://``, empty for ``redis://``; raises :class:`SettingsError` on contradictions.
+
+        redis-py's ``SSLConnection`` and Celery's ``broker_use_ssl`` (kombu passes it to redis-py)
+        take the same keys, so both sides use this one mapping. Certificates are always verified:
+        kombu would otherwise silently skip verification for a ``rediss://`` URL without options.
+        """
+        url = self.require_redis_url()
+        parts = urlsplit(url)
+        in_url = sorted(k for k, _ in parse_qsl(parts.query) if k.startswith("ssl"))
+        if in_url:
+            raise SettingsError(
+                f"SIFT_REDIS_URL carries TLS options ({', '.join(in_url)}): remove them and use SIFT_REDIS_CA_CERTS, "
+                "SIFT_REDIS_CERTFILE and SIFT_REDIS_KEYFILE instead (sift always verifies the server certificate)"
+            )
+        files = {
+            "SIFT_REDIS_CA_CERTS": self.redis_ca_certs,
+            "SIFT_REDIS_CERTFILE": self.redis_certfile,
+            "SIFT_REDIS_KEYFILE": self.redis_keyfile,
+        }
+        given = [name for name, path in files.items() if path is not None]
+        if parts.scheme != "rediss":
+            if given:
+                raise SettingsError(
+                    f"{', '.join(given)} set, but SIFT_REDIS_URL ({redact_url(url)}) is not TLS: "
+                    "use a rediss:// URL, or unset them"
+                )
+            return {}
+        if self.redis_keyfile is not None and self.redis_certfile is None:
+            raise SettingsError("SIFT_REDIS_KEYFILE is set without SIFT_REDIS_CERTFILE: set both, or neither")
+        for name, path in files.items():
+            if path is not None and not path.is_file():
+                raise SettingsError(f"{name}={path}: no such file")
+        options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+        for key, path in (
+            ("ssl_ca_certs", self.redis_ca_certs),
+            ("ssl_certfile", self.redis_certfile),
+            ("ssl_keyfile", self.redis_keyfile),
+        ):
+            if path is not None:
+                options[key] = str(path)
+        return options
+
+    def redis_client(self) -> redis.Redis:
+        """A redis-py client of the results store, over TLS for ``rediss://`` URLs."""
+        return redis.Redis.from_url(self.require_redis_url(), **self.redis_tls())
 
 
 def redact_url(url: str) -> str:

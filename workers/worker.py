@@ -7,7 +7,6 @@ import os
 import socket
 from dataclasses import dataclass
 
-import redis
 import torch
 
 from sift.broker import make_celery_app
@@ -95,7 +94,7 @@ def run_worker(settings: SiftSettings, options: WorkerOptions) -> int:
         torch.get_num_threads(),
     )
     app = make_celery_app(settings)
-    connection = redis.Redis.from_url(settings.require_redis_url())
+    connection = settings.redis_client()
     store = ResultStore(connection, prefix=settings.queue_prefix, ttl_s=settings.result_ttl_s)
     dead_letters = DeadLetters(connection, prefix=settings.queue_prefix, max_len=settings.dead_letter_max)
     register_tasks(app, engine, store, dead_letters)
