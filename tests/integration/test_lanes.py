@@ -1,0 +1,65 @@
+"""Priority lanes: on the same worker, real-time items are served before the bulk backlog."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sift_it_helpers import new_job_id, redis_url_of, start_worker, wait_until
+
+from producers.client import SiftClient
+from sift.contract import ErrorCode, Lane
+from sift.settings import SiftSettings
+
+pytestmark = pytest.mark.integration
+
+BULK_MESSAGES = 30
+CHUNK = 20
+
+
+@pytest.mark.timeout(240)
+def test_realtime_items_jump_the_bulk_backlog(redis_server: Any, offline_registry: Path, tmp_path: Path) -> None:
+    settings = SiftSettings(
+        redis_url=redis_url_of(redis_server), registry=offline_registry, queue_prefix=f"lanes-{uuid.uuid4().hex[:8]}"
+    )
+    text = "bulk row {}: the parcel arrived two days late but the support team was helpful and kind"
+    with SiftClient(settings) as client:
+        backlog = client.submit_many(
+            "classify",
+            [{"id": str(i), "text": text.format(i)} for i in range(BULK_MESSAGES * CHUNK)],
+            job_id=new_job_id("bulk"),
+            chunk_size=CHUNK,
+        )
+        first = client.submit("classify", {"id": "rt-1", "text": "is this comment ok?"})
+        expired = client.submit("classify", {"id": "rt-late", "text": "too late"}, deadline_s=0.0)
+        assert client.queue_depth(Lane.BULK) == BULK_MESSAGES and client.queue_depth(Lane.REALTIME) == 2
+
+        worker = start_worker(settings, tmp_path / "worker.log", models="sentiment")
+        try:
+            # Queued before the worker started: the real-time items come first, ahead of 30 bulk messages.
+            assert client.result(first, timeout_s=60).ok
+            assert client.store.count(backlog.job_id) < BULK_MESSAGES * CHUNK
+            late = client.result(expired, timeout_s=60)
+            assert late.error is not None and late.error.code == ErrorCode.EXPIRED
+
+            # Sent while the worker is busy with the backlog: served after at most the message in hand
+            # and the prefetched ones, not after the whole backlog.
+            wait_until(lambda: client.store.count(backlog.job_id) >= 2 * CHUNK, timeout_s=60, what="bulk progress")
+            done_before = client.store.count(backlog.job_id)
+            sent = time.monotonic()
+            second = client.submit("classify", {"id": "rt-2", "text": "and this one?"})
+            assert client.result(second, timeout_s=60).ok
+            latency = time.monotonic() - sent
+            done_after = client.store.count(backlog.job_id)
+            ahead = (done_after - done_before) // CHUNK
+            print(f"\nreal-time item during backfill: {latency * 1000:.0f} ms, {ahead} bulk message(s) ahead of it")
+            assert ahead <= 1 + settings.prefetch_multiplier, "only the messages already held may go first"
+            assert done_after < BULK_MESSAGES * CHUNK, "the real-time item did not wait for the backlog"
+            assert len(list(client.iter_results(backlog.job_id, expected=BULK_MESSAGES * CHUNK, timeout_s=180))) == (
+                BULK_MESSAGES * CHUNK
+            )
+        finally:
+            worker.stop()
