@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -17,6 +18,16 @@ import redis
 
 from sift.broker import make_celery_app
 from sift.settings import SettingsError, SiftSettings
+
+
+def die_with_parent() -> None:
+    """In a child before exec: get SIGTERM when the parent dies, so a killed demo or test leaves no orphan."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -92,7 +103,9 @@ class EmbeddedRedis:
         ]
         if self.password:
             argv += ["--requirepass", self.password]
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
         client = redis.Redis.from_url(self.url, **self._tls_client_options())
         deadline = time.monotonic() + 10
         while True:
@@ -178,7 +191,9 @@ class WorkerProcess:
     def start(self, timeout_s: float = 180.0) -> WorkerProcess:
         """Start the worker and wait until its models are loaded and it consumes."""
         log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
         app = make_celery_app(self.settings)
         try:
             deadline = time.monotonic() + timeout_s
