@@ -22,7 +22,11 @@ DEFAULT_MODELS_DIR = Path(os.environ.get("SIFT_CACHE_DIR", Path.home() / ".cache
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse arguments, run the subcommand, map known errors to exit code 2."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.run is _run_fidelity:
+        args.rest = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(
         level=getattr(logging, args.loglevel.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -100,6 +104,13 @@ def _parser() -> argparse.ArgumentParser:
         "(once, minutes) + random-weight stand-ins; random: stand-ins only (seconds)",
     )
     demo.set_defaults(run=_run_demo)
+
+    fidelity = commands.add_parser(
+        "fidelity",
+        help="agreement of every inference path (fp32, bf16, int8) with plain transformers fp32",
+        add_help=False,  # its own parser (workers.fidelity) answers --help
+    )
+    fidelity.set_defaults(run=_run_fidelity)
 
     dead = commands.add_parser("dead", help="items that failed alone after their retries")
     dead.add_argument("action", choices=["list", "requeue", "purge"])
@@ -200,6 +211,12 @@ def _run_backfill(args: argparse.Namespace) -> int:
         )
     print_summary(Console(), summary, args.out)
     return 0
+
+
+def _run_fidelity(args: argparse.Namespace) -> int:
+    from workers.fidelity import main as fidelity_main
+
+    return fidelity_main(args.rest)
 
 
 def _run_dead(args: argparse.Namespace) -> int:
