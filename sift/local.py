@@ -15,6 +15,8 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from celery import Celery
+from kombu.exceptions import OperationalError
 
 from sift.broker import make_celery_app
 from sift.settings import SettingsError, SiftSettings
@@ -49,6 +51,7 @@ class EmbeddedRedis:
         executable: str = "redis-server",
         password: str | None = None,
         appendonly: bool = False,
+        appendfsync: str = "everysec",
         *,
         tls_cert_file: Path | None = None,
         tls_key_file: Path | None = None,
@@ -64,6 +67,8 @@ class EmbeddedRedis:
         self.executable = found
         self.password = password
         self.appendonly = appendonly
+        # "always" loses no acknowledged write even on a crash; "everysec" (Redis' default) up to a second.
+        self.appendfsync = appendfsync
         self.tls_cert_file, self.tls_key_file, self.tls_ca_cert_file = tls_files
         self.tls_auth_clients = tls_auth_clients
         self.port = 0
@@ -98,6 +103,8 @@ class EmbeddedRedis:
             "",
             "--appendonly",
             "yes" if self.appendonly else "no",
+            "--appendfsync",
+            self.appendfsync,
             "--daemonize",
             "no",
         ]
@@ -197,7 +204,7 @@ class WorkerProcess:
         app = make_celery_app(self.settings)
         try:
             deadline = time.monotonic() + timeout_s
-            while not app.control.ping(destination=[self.hostname], timeout=0.5):
+            while not self._answers_ping(app):
                 if self.process.poll() is not None:
                     raise RuntimeError(
                         f"worker exited with code {self.process.returncode} before it was ready"
@@ -205,9 +212,19 @@ class WorkerProcess:
                     )
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"worker not ready after {timeout_s:.0f} s")
+        except BaseException:
+            self.kill()  # never leave a half-started worker behind
+            raise
         finally:
             app.close()
         return self
+
+    def _answers_ping(self, app: Celery) -> bool:
+        try:
+            return bool(app.control.ping(destination=[self.hostname], timeout=0.5))
+        except (redis.ConnectionError, redis.TimeoutError, OperationalError):
+            # After a Redis restart kombu's pooled connections are stale: the first use raises. Not ready yet.
+            return False
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> int:
         """Send ``sig`` (SIGTERM: finish the current message, then exit) and wait."""

@@ -103,6 +103,8 @@ def run_worker(settings: SiftSettings, options: WorkerOptions) -> int:
         "worker",
         # solo: tasks run in this process, which owns the models and the device; nothing forks after CUDA is up.
         "--pool=solo",
+        # Celery reports the CPU count as a solo worker's concurrency, and prefetches multiplier x that.
+        "--concurrency=1",
         f"--queues={queues}",
         f"--hostname={hostname}",
         f"--loglevel={options.loglevel}",
