@@ -108,7 +108,8 @@ def test_sift_demo_runs_and_cleans_up(offline_registry: Path, examples_dir: Path
     assert port, stdout
     hostname = re.search(r"worker (\S+@\S+) ready", stdout)
     assert hostname, stdout
-    assert f"offline test models at {offline_registry.parent}" in stdout
+    assert f"random-weight stand-ins at {offline_registry.parent}" in stdout
+    assert "labels are meaningless" in stdout
     assert "demo complete" in stdout
     assert stdout.count("label / error") == len(DEMO_RUNS), "one summary table per backfill"
 
