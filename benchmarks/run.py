@@ -61,7 +61,7 @@ class Plan:
     """Longest real-time measurement during a backfill (a DistilBERT message of 256 items takes seconds)."""
 
 
-FULL = Plan(4096, 2048, 384, 256, SWEEP_FULL, 4096, 1024, 100_000, 50, 40.0)
+FULL = Plan(4096, 1536, 256, 256, SWEEP_FULL, 4096, 1024, 100_000, 50, 40.0)
 QUICK = Plan(384, 256, 32, 48, SWEEP_QUICK, 384, 128, 20_000, 20, 10.0)
 
 
