@@ -26,7 +26,7 @@ MIN_TOKENS = 8
 MAX_TOKENS = 128
 MEDIAN_TOKENS = 40
 SIGMA = 0.5
-"""Spread of log(length): about 10% of items under 22 tokens and 10% over 75."""
+"""Spread of log(length): about 10% of items under 21 tokens and 10% over 75."""
 SINGLE_SPECIALS = 2
 """[CLS] text [SEP]"""
 PAIR_SPECIALS = 3
