@@ -127,7 +127,7 @@ class Runner:
 
         from producers.client import SiftClient
         from sift.local import EmbeddedRedis
-        from sift.settings import SiftSettings
+        from sift.settings import SiftSettings, cache_dir
         from workers.engine.engine import Engine
         from workers.engine.loading import resolve_dtype
         from workers.engine.policy import load_policies
@@ -143,7 +143,7 @@ class Runner:
         torch.set_num_threads(cores)
         settings = SiftSettings()
         self.chunk = settings.chunk_size
-        cache = Path(os.environ.get("SIFT_CACHE_DIR", Path.home() / ".cache" / "sift"))
+        cache = cache_dir()
         registry_path = self.phase("offline models", lambda: build_offline_models(cache / "offline-models"))
         registry = load_registry(registry_path)
         dtype = resolve_dtype(registry.models[SENTIMENT].dtype, device)

@@ -16,7 +16,6 @@ Exit status 1 when any job ends with a missing, duplicated or failed result, or 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from producers.client import SiftClient
 from sift.contract import Lane
 from sift.keys import done_stream_key, errors_key, queue_name, results_key
 from sift.local import EmbeddedRedis, WorkerProcess
-from sift.settings import SiftSettings
+from sift.settings import SiftSettings, cache_dir
 from workers.engine.registry import load_registry
 from workers.offline_models import build_offline_models
 
@@ -70,7 +69,7 @@ class Worker:
 
 
 def fast_registry(directory: Path) -> Path:
-    cache = Path(os.environ.get("SIFT_CACHE_DIR", Path.home() / ".cache" / "sift")) / "offline-models"
+    cache = cache_dir() / "offline-models"
     rerank = load_registry(build_offline_models(cache)).models["rerank"]
     spec = {**rerank.model_dump(mode="json", exclude_none=True), "kind": "sequence_classification"}
     path = directory / "fast-registry.yaml"

@@ -14,9 +14,9 @@ from redis.exceptions import RedisError
 from rich.console import Console
 
 from sift.contract import ItemRejected, Lane
-from sift.settings import SettingsError, SiftSettings, redact_url
+from sift.settings import SettingsError, SiftSettings, cache_dir, redact_url
 
-DEFAULT_MODELS_DIR = Path(os.environ.get("SIFT_CACHE_DIR", Path.home() / ".cache" / "sift")) / "offline-models"
+DEFAULT_MODELS_DIR = cache_dir() / "offline-models"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from producers.backfill import run_backfill
 from producers.client import SiftClient
 from sift.local import EmbeddedRedis, WorkerProcess
 from sift.report import print_summary
-from sift.settings import SiftSettings
+from sift.settings import SiftSettings, cache_dir
 
 REFERENCE_PROBE = "distilbert-base-uncased-finetuned-sst-2-english"
 DEMO_RUNS = [
@@ -85,11 +85,6 @@ def choose_registry(settings: SiftSettings, models: str, console: Console) -> tu
         f"{unreachable}\n  classify (sentiment) → [bold]real labels[/]: {note}\n"
         f"  moderate, zero_shot, nli, rerank → stand-ins with the reference architectures, [bold]{RANDOM_NOTE}[/]"
     )
-
-
-def cache_dir() -> Path:
-    """Where built models are kept (``SIFT_CACHE_DIR``, default ``~/.cache/sift``)."""
-    return Path(os.environ.get("SIFT_CACHE_DIR", Path.home() / ".cache" / "sift"))
 
 
 def _hub_reachable() -> bool:

@@ -8,7 +8,7 @@ produce a second, different answer for the same item.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import redis
@@ -131,15 +131,3 @@ def _remaining(now: float, start: float, timeout_s: float | None, last_progress:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def chunked(values: Iterable[ItemResult], size: int) -> Iterator[list[ItemResult]]:
-    """Split results into lists of at most ``size``, for bounded script calls."""
-    chunk: list[ItemResult] = []
-    for value in values:
-        chunk.append(value)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

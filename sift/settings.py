@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from pathlib import Path
 from typing import Any, Literal
@@ -139,3 +140,8 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def cache_dir() -> Path:
+    """Where sift builds and keeps offline models: ``SIFT_CACHE_DIR``, default ``~/.cache/sift``."""
+    return Path(os.environ.get("SIFT_CACHE_DIR", Path.home() / ".cache" / "sift"))

@@ -18,7 +18,7 @@ EXAMPLES = ROOT / "examples"
 @pytest.fixture(scope="session")
 def offline_registry() -> Path:
     """Registry YAML of the offline random-weight models (built once, cached across runs)."""
+    from sift.settings import cache_dir
     from workers.offline_models import build_offline_models
 
-    cache = Path(os.environ.get("SIFT_CACHE_DIR", Path.home() / ".cache" / "sift")) / "offline-models"
-    return build_offline_models(cache)
+    return build_offline_models(cache_dir() / "offline-models")

@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import random
 import re
 import time
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 
 from sift.contract import DEFAULT_LIMITS, ItemResult, Job, TaskName
+from sift.settings import cache_dir
 from workers.engine.engine import Engine
 from workers.engine.loading import resolve_dtype
 from workers.engine.policy import load_policies
@@ -778,7 +778,7 @@ DEFAULT_GENERATED = 200
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("SIFT_CACHE_DIR", Path.home() / ".cache" / "sift"))
+    return cache_dir()
 
 
 def _default_registry() -> Registry:
