@@ -1,7 +1,8 @@
 """Every Redis key and queue name sift uses, in one place.
 
-Keys of one job share the hash tag ``{job_id}`` so they live in one Redis Cluster slot
-(the results-write script touches them together).
+Keys of one job share the hash tag ``{job_id}`` so they live in one Redis Cluster slot.
+The results-write script also appends to the global results stream, so it needs one Redis node
+(as Celery's Redis transport does anyway).
 """
 
 from __future__ import annotations
@@ -35,3 +36,18 @@ def errors_key(prefix: str, job_id: str) -> str:
 def done_stream_key(prefix: str, job_id: str) -> str:
     """Stream: one entry per newly stored result, so readers can block until results arrive."""
     return f"{prefix}:job:{{{job_id}}}:done"
+
+
+def results_stream_key(prefix: str) -> str:
+    """Stream: every newly stored result of every job, for consumer groups (fields job_id, id, result)."""
+    return f"{prefix}:results"
+
+
+def callback_key(prefix: str, job_id: str) -> str:
+    """String: the webhook URL results of the job are POSTed to."""
+    return f"{prefix}:job:{{{job_id}}}:callback"
+
+
+def webhook_failures_key(prefix: str) -> str:
+    """Stream: webhook batches given up on after their retries (or refused with a 4xx), oldest first."""
+    return f"{prefix}:webhooks:failed"

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import redis
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sift.contract.items import Limits
@@ -40,10 +40,13 @@ class SiftSettings(BaseSettings):
     queue_prefix: str = "sift"
     result_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
     """How long results stay in Redis after their last write."""
+    results_stream_maxlen: int = Field(default=1_000_000, ge=1)
+    """About how many results the global results stream keeps; a consumer group lagging further loses the oldest."""
     chunk_size: int = Field(default=256, ge=1, le=10_000)
     """Items per broker message when submitting many."""
-    prefetch_multiplier: int = Field(default=2, ge=1)
-    """Messages a worker reserves ahead of the one it runs (Celery's default of 4 hoards work)."""
+    prefetch_multiplier: int = Field(default=64, ge=1)
+    """Messages a worker may hold at once and gather batches from (its bulk intake pauses while it
+    holds enough bulk work, so the rest of these slots serve the real-time lane)."""
     visibility_timeout_s: int = Field(default=3600, ge=1)
     """Redis redelivers an unacknowledged message after this long: keep it above the longest batch."""
     max_text_bytes: int = Field(default=16_384, ge=1)
@@ -62,6 +65,21 @@ class SiftSettings(BaseSettings):
     on_queue_full: Literal["block", "fail"] = "block"
     """At a queue's bound: wait for room (up to ``queue_full_timeout_s``) or fail at once."""
     queue_full_timeout_s: float = Field(default=600.0, ge=0)
+    cache_enabled: bool = True
+    """Reuse the logits of a sequence already scored by the same model (revision, dtype, max length)."""
+    cache_ttl_s: int = Field(default=3600, ge=1)
+    """The dedup window: a sequence's logits are reused for this long after they were computed."""
+    cache_redis_url: str | None = None
+    """A Redis of the cache's own (e.g. with maxmemory and allkeys-lru); unset: the broker's Redis."""
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Workers serve Prometheus metrics on this port (``sift workers``: child i on port + i; 0: any free port)."""
+    metrics_addr: str = "0.0.0.0"
+    """Interface of the metrics server."""
+    forward_thread: bool = False
+    """Run forward passes on a thread of their own, so the worker takes in and tokenizes the next
+    messages meanwhile (for GPUs, where the device idles while the event loop tokenizes). Off by default:
+    with it on, a broker connection lost during a forward pass can hit a Celery 5.6 reconnection bug
+    that stops the worker (README, Known limits)."""
     registry: Path | None = None
     """Model registry YAML; unset means the reference Hugging Face models."""
     policy: Path | None = None
@@ -130,6 +148,15 @@ class SiftSettings(BaseSettings):
     def redis_client(self) -> redis.Redis:
         """A redis-py client of the results store, over TLS for ``rediss://`` URLs."""
         return redis.Redis.from_url(self.require_redis_url(), **self.redis_tls())
+
+
+def settings_error_message(err: ValidationError) -> str:
+    """One line per bad ``SIFT_*`` variable of a :class:`SiftSettings` validation error (values not echoed)."""
+    parts = []
+    for problem in err.errors(include_input=False, include_url=False):
+        name = "SIFT_" + "__".join(str(part) for part in problem["loc"]).upper()
+        parts.append(f"{name}: {problem['msg']}")
+    return "; ".join(parts) or str(err)
 
 
 def redact_url(url: str) -> str:
