@@ -21,9 +21,11 @@ import torch
 import yaml
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, DistilBertConfig
 
+from workers.engine.registry import load_registry
+
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 RANDOM_NOTE = "random weights (built offline by sift): labels are meaningless"
 HEAD_SCALE = 6.0
 """Random heads give near-uniform probabilities; scaling them spreads scores so every label shows up."""
@@ -36,7 +38,6 @@ class OfflineModel:
     role: str
     kind: str
     config: Any
-    batch_tokens: int
 
 
 def _distilbert(labels: list[str]) -> DistilBertConfig:
@@ -66,15 +67,20 @@ def _bert(layers: int, hidden: int, intermediate: int, heads: int, labels: list[
 def reference_shapes() -> list[OfflineModel]:
     """The four roles with the reference models' architectures and label sets."""
     return [
-        OfflineModel("sentiment", "sequence_classification", _distilbert(["NEGATIVE", "POSITIVE"]), 16384),
+        OfflineModel("sentiment", "sequence_classification", _distilbert(["NEGATIVE", "POSITIVE"])),
+        OfflineModel("zero_shot", "sequence_classification", _distilbert(["ENTAILMENT", "NEUTRAL", "CONTRADICTION"])),
         OfflineModel(
-            "zero_shot", "sequence_classification", _distilbert(["ENTAILMENT", "NEUTRAL", "CONTRADICTION"]), 16384
+            "nli", "sequence_classification", _bert(4, 312, 1200, 12, ["entailment", "neutral", "contradiction"])
         ),
-        OfflineModel(
-            "nli", "sequence_classification", _bert(4, 312, 1200, 12, ["entailment", "neutral", "contradiction"]), 32768
-        ),
-        OfflineModel("rerank", "cross_encoder", _bert(2, 128, 512, 2, ["LABEL_0"]), 65536),
+        OfflineModel("rerank", "cross_encoder", _bert(2, 128, 512, 2, ["LABEL_0"])),
     ]
+
+
+def reference_batching(role: str) -> dict[str, Any]:
+    """How the shipped registry batches ``role``, so a stand-in is batched like the model it stands in for."""
+    spec = load_registry(None).models[role]
+    fields = ("batch_tokens", "cpu_batch_tokens", "max_batch_items", "min_fill", "max_wait_ms")
+    return {name: getattr(spec, name) for name in fields}
 
 
 def tokenizer_source() -> Path:
@@ -106,7 +112,7 @@ def build_offline_models(out_dir: Path, *, seed: int = 0, force: bool = False) -
             "source": f"./{shape.role}",
             "kind": shape.kind,
             "max_length": 512,
-            "batch_tokens": shape.batch_tokens,
+            **reference_batching(shape.role),
             "note": RANDOM_NOTE,
         }
     registry = {
@@ -152,7 +158,7 @@ def registry_with_sentiment(registry_path: Path, sentiment_dir: Path, note: str)
         "source": str(sentiment_dir.resolve()),
         "kind": "sequence_classification",
         "max_length": 512,
-        "batch_tokens": 16384,
+        **reference_batching("sentiment"),
         "note": note,
     }
     path = registry_path.with_name("registry-real-sentiment.yaml")

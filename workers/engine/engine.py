@@ -6,10 +6,12 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
+from prometheus_client import CollectorRegistry
 
 from sift.contract import (
     ErrorCode,
@@ -18,6 +20,7 @@ from sift.contract import (
     ItemRejected,
     ItemResult,
     Job,
+    Lane,
     Limits,
     ModerateItem,
     TaskName,
@@ -26,24 +29,92 @@ from sift.contract import (
     parse_task,
 )
 from sift.contract.items import item_key, printable
+from sift.telemetry import WorkerMetrics
 from workers.engine.forward import NO_RETRY, Encoded, RetryPolicy, encode, score, warm_up
 from workers.engine.heads import Pair, UnsupportedModel, check_supported, head_output, sequences_for
 from workers.engine.loading import LoadedModel, load_model
+from workers.engine.logit_cache import CachedLogits, LogitCache, dedupe, model_key_for
 from workers.engine.policy import Policy, PolicySet
 from workers.engine.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
+class Admission:
+    """One job taken in by a worker: an outcome slot per item, filled as its items are answered."""
+
+    job: Job
+    ids: list[str]
+    outcomes: list[dict[str, Any]]
+    started: float
+    """Wall-clock time the worker took the job."""
+    clock: float
+    """``perf_counter`` at the same moment, for the inference time of its items."""
+    pending: int = 0
+    """Items still waiting for their model; the job is answered when this reaches 0."""
+
+    @property
+    def done(self) -> bool:
+        """Every item has its prediction or its error."""
+        return self.pending == 0
+
+
+@dataclass(eq=False)
+class Unit:
+    """One accepted item's sequences, tokenized, waiting for its forward passes.
+
+    An item is one sequence (classify) or several (one per label, hypothesis or document);
+    its rows may be scored in different batches, and it is answered when the last one is.
+    """
+
+    admission: Admission
+    index: int
+    item: Item
+    policy: Policy | None
+    role: str
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    truncated: list[bool]
+    logits: np.ndarray
+    todo: list[int]
+    """Rows not scored yet (rows the logit cache answered never are)."""
+    failures: dict[int, str] = field(default_factory=dict)
+    cache_keys: list[str] = field(default_factory=list)
+    """The logit cache's key of each row; empty when the cache is off. Keys, not texts: 44 bytes a row."""
+
+    @property
+    def lane(self) -> Lane:
+        """The lane of the item's job."""
+        return self.admission.job.lane
+
+
+Row = tuple[Unit, int]
+"""One sequence of one unit: the thing a forward pass scores."""
+
+
 @dataclass
 class _Accepted:
-    """A valid item waiting for its model: which rows of the role's sequences are its own."""
+    """A valid item and the sequences its model scores."""
 
     index: int
     item: Item
     policy: Policy | None
-    first_row: int = 0
-    rows: int = 0
+    sequences: list[Pair]
+
+
+@dataclass
+class _Lookup:
+    """What the logit cache knows of one job's sequences of one model."""
+
+    keys: list[str]
+    """Per sequence, its cache key (empty when the cache is off)."""
+    firsts: list[int]
+    """Per distinct sequence, the position of its first occurrence."""
+    slots: list[int]
+    """Per sequence, the index of its distinct sequence in ``firsts`` and ``found``."""
+    found: list[CachedLogits | None]
+    """Per distinct sequence, its cached logits, or None when it must be scored."""
 
 
 class Engine:
@@ -57,6 +128,9 @@ class Engine:
         limits: Limits,
         worker: str,
         retry: RetryPolicy = NO_RETRY,
+        *,
+        cache: LogitCache | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.retry = retry
         self.models = models
@@ -64,6 +138,12 @@ class Engine:
         self.policies = policies
         self.limits = limits
         self.worker = worker
+        # Without a cache or metrics (tests, benchmarks, fidelity) the engine runs exactly as before:
+        # a disabled cache computes no key, and the metrics go to a registry nobody serves.
+        self.cache = cache if cache is not None else LogitCache(None, "sift", ttl_s=1, enabled=False)
+        self.metrics = metrics if metrics is not None else WorkerMetrics(CollectorRegistry())
+        self.model_keys = {role: model_key_for(loaded) for role, loaded in models.items()}
+        """Per role, the identity of everything that shapes its logits: what cache entries are keyed on."""
 
     @classmethod
     def load(
@@ -75,43 +155,110 @@ class Engine:
         limits: Limits,
         worker: str,
         retry: RetryPolicy = NO_RETRY,
+        *,
+        cache: LogitCache | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> Engine:
-        """Load and warm up ``roles`` on ``device``; raises if a role is not in the registry."""
+        """Load and warm up ``roles`` on ``device``; raises if a role is not in the registry.
+
+        ``cache``: where logits of sequences already scored are reused (default: none);
+        ``metrics``: where cache hits and misses are counted (default: a private registry).
+        """
         models = {}
         for role in roles:
             if role not in registry.models:
                 raise KeyError(f"role {role!r} is not in the model registry (known: {sorted(registry.models)})")
             models[role] = load_model(role, registry.models[role], device)
             warm_up(models[role])
-        return cls(models, registry, policies, limits, worker, retry)
+        return cls(models, registry, policies, limits, worker, retry, cache=cache, metrics=metrics)
 
     def run(self, job: Job) -> list[ItemResult]:
         """Answer every item of ``job``: a prediction or a clear per-item error, in item order."""
-        started = time.time()
-        clock = time.perf_counter()
-        outcomes: list[dict[str, Any]] = [{} for _ in job.items]
-        ids = [item_key(raw, index) for index, raw in enumerate(job.items)]
-        if job.deadline is not None and started > job.deadline:
-            late_ms = (started - job.deadline) * 1000.0
-            expired = _error(ErrorCode.EXPIRED, f"the job's deadline passed {late_ms:.0f} ms before a worker took it")
-            for outcome in outcomes:
-                outcome["error"] = expired
-        else:
-            for role, members in self._accept(job, ids, outcomes).items():
-                self._infer(self.models[role], members, outcomes)
-        timings = Timings(
-            queued_ms=max(0.0, (started - job.enqueued_at) * 1000.0),
-            inference_ms=(time.perf_counter() - clock) * 1000.0,
+        admission, units = self.admit(job)
+        by_role: dict[str, list[Row]] = defaultdict(list)
+        for unit in units:
+            by_role[unit.role] += [(unit, row) for row in unit.todo]
+        for role, rows in by_role.items():
+            self.forward(role, rows)
+        return self.results(admission)
+
+    def admit(self, job: Job) -> tuple[Admission, list[Unit]]:
+        """Take ``job`` in: errors for its bad items (or all, past its deadline), tokenized units for the rest.
+
+        Items the logit cache answers in full are answered here; only units with rows to score are returned.
+        """
+        admission = Admission(
+            job=job,
+            ids=[item_key(raw, index) for index, raw in enumerate(job.items)],
+            outcomes=[{} for _ in job.items],
+            started=time.time(),
+            clock=time.perf_counter(),
         )
+        if job.deadline is not None and admission.started > job.deadline:
+            late_ms = (admission.started - job.deadline) * 1000.0
+            expired = _error(ErrorCode.EXPIRED, f"the job's deadline passed {late_ms:.0f} ms before a worker took it")
+            for outcome in admission.outcomes:
+                outcome["error"] = expired
+            return admission, []
+        units: list[Unit] = []
+        for role, accepted in self._accept(admission).items():
+            units += self._tokenize(admission, role, accepted)
+        admission.pending = len(units)
+        for unit in units:
+            if not unit.todo:
+                self._answer(unit)
+        return admission, [unit for unit in units if unit.todo]
+
+    def forward(self, role: str, rows: list[Row]) -> list[Unit]:
+        """Score ``rows`` of ``role`` in token-budget batches; answer and return the units this completes.
+
+        With the cache on, a sequence that repeats in ``rows`` (a backfill's duplicate texts, messages
+        held together) is scored once, and what was scored is stored for the next ones.
+        """
+        loaded = self.models[role]
+        keyed = self.cache.active
+        keys = [unit.cache_keys[k] for unit, k in rows] if keyed else []
+        firsts, slots = dedupe(keys) if keyed else (list(range(len(rows))), list(range(len(rows))))
+        unique = [rows[i] for i in firsts] if keyed else rows
+        encoded = Encoded(
+            [unit.input_ids[k] for unit, k in unique],
+            None if "token_type_ids" not in loaded.input_names else [_types(unit, k) for unit, k in unique],
+            [unit.truncated[k] for unit, k in unique],
+        )
+        scored = score(loaded, encoded, self.retry)
+        if keyed:
+            # Rows that failed are NaN: store_keys never caches them, so they are tried again next time.
+            self.cache.store_keys([keys[i] for i in firsts], scored.logits, encoded.truncated)
+            self.metrics.record_cache(role, hits=0, misses=0, duplicates=len(rows) - len(firsts))
+        touched: dict[int, Unit] = {}
+        for position, (unit, k) in enumerate(rows):
+            slot = slots[position]
+            unit.logits[k] = scored.logits[slot]
+            if slot in scored.failures:
+                unit.failures[k] = scored.failures[slot]
+            unit.todo.remove(k)
+            touched[id(unit)] = unit
+        completed = [unit for unit in touched.values() if not unit.todo]
+        for unit in completed:
+            self._answer(unit)
+        return completed
+
+    def results(self, admission: Admission) -> list[ItemResult]:
+        """The item results of an answered job, in item order."""
+        job = admission.job
+        timings = Timings(
+            queued_ms=max(0.0, (admission.started - job.enqueued_at) * 1000.0),
+            inference_ms=(time.perf_counter() - admission.clock) * 1000.0,
+        )
+        task = printable(job.task)
         return [
-            ItemResult(
-                job_id=job.job_id, id=ids[i], task=printable(job.task), timings=timings, worker=self.worker, **outcome
-            )
-            for i, outcome in enumerate(outcomes)
+            ItemResult(job_id=job.job_id, id=item_id, task=task, timings=timings, worker=self.worker, **outcome)
+            for item_id, outcome in zip(admission.ids, admission.outcomes, strict=True)
         ]
 
-    def _accept(self, job: Job, ids: list[str], outcomes: list[dict[str, Any]]) -> dict[str, list[_Accepted]]:
+    def _accept(self, admission: Admission) -> dict[str, list[_Accepted]]:
         """Validate items; record an error outcome for each rejected one; group the rest by model role."""
+        job, ids, outcomes = admission.job, admission.ids, admission.outcomes
         by_role: dict[str, list[_Accepted]] = defaultdict(list)
         try:
             task = parse_task(job.task)
@@ -129,14 +276,95 @@ class Engine:
                 policy = self._policy_for(item)
                 role = self._role_for(task, job.model, policy)
                 check_supported(item, self.models[role].info)
+                sequences = sequences_for(item, policy)
             except ItemRejected as rejected:
                 outcomes[index]["error"] = rejected.error
                 continue
             except UnsupportedModel as err:
                 outcomes[index]["error"] = _error(ErrorCode.UNSUPPORTED_MODEL, str(err))
                 continue
-            by_role[role].append(_Accepted(index, item, policy))
+            except Exception as err:  # noqa: BLE001 - validation should have caught it; cost only this item
+                outcomes[index]["error"] = _error(ErrorCode.INVALID_INPUT, f"cannot expand this item: {err!r}")
+                continue
+            by_role[role].append(_Accepted(index, item, policy, sequences))
         return by_role
+
+    def _tokenize(self, admission: Admission, role: str, accepted: list[_Accepted]) -> list[Unit]:
+        """A job's sequences of ``role``: looked up in the cache, the rest tokenized in one call, split into units."""
+        loaded = self.models[role]
+        sequences = [pair for member in accepted for pair in member.sequences]
+        lookup = self._look_up(role, sequences)
+        known = lookup.found
+        # Each distinct sequence the cache does not know is tokenized once; repeats share its token ids.
+        missing = [u for u, entry in enumerate(known) if entry is None]
+        # (No tokenizer call at all when the cache knows every sequence.)
+        to_encode = [sequences[lookup.firsts[u]] for u in missing]
+        encoded = _encode_isolating(loaded, to_encode) if to_encode else Encoded([], None, [])
+        ids: list[list[int]] = [[] for _ in known]  # cache hits keep no token ids: they are never scored
+        types: list[list[int]] | None = None if encoded.token_type_ids is None else [[] for _ in known]
+        truncated = [entry is not None and entry.truncated for entry in known]
+        for j, u in enumerate(missing):
+            ids[u], truncated[u] = encoded.input_ids[j], encoded.truncated[j]
+            if types is not None and encoded.token_type_ids is not None:
+                types[u] = encoded.token_type_ids[j]
+        units, first = [], 0
+        for member in accepted:
+            slots = lookup.slots[first : first + len(member.sequences)]
+            keys = lookup.keys[first : first + len(member.sequences)]
+            first += len(member.sequences)
+            logits = np.full((len(slots), loaded.info.num_labels), np.nan, dtype=np.float32)
+            todo = []
+            for k, u in enumerate(slots):
+                entry = known[u]
+                if entry is None:
+                    todo.append(k)
+                else:
+                    logits[k] = entry.logits
+            units.append(
+                Unit(
+                    admission=admission,
+                    index=member.index,
+                    item=member.item,
+                    policy=member.policy,
+                    role=role,
+                    input_ids=[ids[u] for u in slots],
+                    token_type_ids=None if types is None else [types[u] for u in slots],
+                    truncated=[truncated[u] for u in slots],
+                    logits=logits,
+                    todo=todo,
+                    cache_keys=keys,
+                )
+            )
+        return units
+
+    def _look_up(self, role: str, sequences: list[Pair]) -> _Lookup:
+        """The cache's entries of the distinct ``sequences`` (one MGET); with the cache off, all unknown."""
+        if not self.cache.active:
+            everything = list(range(len(sequences)))
+            return _Lookup(keys=[], firsts=everything, slots=everything, found=[None] * len(sequences))
+        keys = self.cache.keys(self.model_keys[role], sequences)
+        firsts, slots = dedupe(keys)
+        found = self.cache.lookup_keys([keys[i] for i in firsts], self.models[role].info.num_labels)
+        hits = sum(entry is not None for entry in found)
+        self.metrics.record_cache(role, hits=hits, misses=len(found) - hits)
+        return _Lookup(keys=keys, firsts=firsts, slots=slots, found=found)
+
+    def _answer(self, unit: Unit) -> None:
+        """Turn a fully scored unit's logits into its item's outcome."""
+        info = self.models[unit.role].info
+        outcome = unit.admission.outcomes[unit.index]
+        outcome.update({"model": info.role, "model_source": info.source, "revision": info.revision})
+        if unit.failures:
+            first = unit.failures[min(unit.failures)]
+            outcome["error"] = _error(ErrorCode.INFERENCE_FAILED, f"the model raised on this item: {first}")
+        else:
+            try:
+                outcome.update(head_output(unit.item, unit.logits, info, unit.policy).as_fields())
+                outcome["truncated"] = any(unit.truncated)
+            except Exception as err:  # a head bug costs only this item
+                log.exception("head failed on an item of %s", unit.role)
+                outcome["error"] = _error(ErrorCode.INFERENCE_FAILED, f"post-processing failed: {err!r}")
+        unit.admission.pending -= 1
 
     def _policy_for(self, item: Item) -> Policy | None:
         if not isinstance(item, ModerateItem):
@@ -159,38 +387,6 @@ class Engine:
             )
         return role
 
-    def _infer(self, loaded: LoadedModel, members: list[_Accepted], outcomes: list[dict[str, Any]]) -> None:
-        """Score every member's sequences in shared batches and fill in their outcomes."""
-        sequences: list[Pair] = []
-        expanded: list[_Accepted] = []
-        for member in members:
-            try:
-                member_sequences = sequences_for(member.item, member.policy)
-            except Exception as err:  # noqa: BLE001 - validation should have caught it; cost only this item
-                outcomes[member.index]["error"] = _error(ErrorCode.INVALID_INPUT, f"cannot expand this item: {err!r}")
-                continue
-            member.first_row, member.rows = len(sequences), len(member_sequences)
-            sequences += member_sequences
-            expanded.append(member)
-        members = expanded
-        if not members:
-            return
-        encoded = _encode_isolating(loaded, sequences)
-        scored = score(loaded, encoded, self.retry)
-        info = loaded.info
-        identity = {"model": info.role, "model_source": info.source, "revision": info.revision}
-        for member in members:
-            rows = range(member.first_row, member.first_row + member.rows)
-            outcome = outcomes[member.index]
-            outcome.update(identity)
-            failed = [scored.failures[r] for r in rows if r in scored.failures]
-            if failed:
-                outcome["error"] = _error(ErrorCode.INFERENCE_FAILED, f"the model raised on this item: {failed[0]}")
-                continue
-            head = head_output(member.item, scored.logits[rows.start : rows.stop], info, member.policy)
-            outcome.update(head.as_fields())
-            outcome["truncated"] = any(encoded.truncated[r] for r in rows)
-
 
 def _encode_isolating(loaded: LoadedModel, sequences: list[Pair]) -> Encoded:
     """Tokenize all at once; if the tokenizer raises, retry one by one so only culprits fail."""
@@ -211,6 +407,10 @@ def _encode_isolating(loaded: LoadedModel, sequences: list[Pair]) -> Encoded:
         if types is not None and one.token_type_ids is not None:
             types += one.token_type_ids
     return Encoded(ids, types, truncated)
+
+
+def _types(unit: Unit, row: int) -> list[int]:
+    return unit.token_type_ids[row] if unit.token_type_ids is not None else [0] * len(unit.input_ids[row])
 
 
 def _error(code: ErrorCode, message: str) -> ErrorInfo:

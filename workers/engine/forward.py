@@ -77,6 +77,12 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(attempts=0)
 
 
+def batch_limits(loaded: LoadedModel) -> BatchLimits:
+    """The batch bounds of ``loaded`` on its device."""
+    spec = loaded.spec
+    return BatchLimits(spec.tokens_per_batch(loaded.device.type), spec.max_batch_items, spec.min_fill)
+
+
 def score(loaded: LoadedModel, encoded: Encoded, retry: RetryPolicy = NO_RETRY) -> Scored:
     """Logits of every encoded sequence.
 
@@ -87,7 +93,7 @@ def score(loaded: LoadedModel, encoded: Encoded, retry: RetryPolicy = NO_RETRY) 
     num_labels = loaded.info.num_labels
     logits = np.full((len(encoded.input_ids), num_labels), np.nan, dtype=np.float32)
     failures: dict[int, str] = {}
-    limits = BatchLimits(max_tokens=loaded.spec.batch_tokens, max_items=loaded.spec.max_batch_items)
+    limits = batch_limits(loaded)
     lengths = encoded.lengths
     failures.update({i: "the tokenizer could not encode this input" for i, n in enumerate(lengths) if n == 0})
     scorable = [i for i, n in enumerate(lengths) if n > 0]

@@ -33,9 +33,20 @@ class ModelSpec(BaseModel):
     fidelity report shows it agrees with fp32 on your data."""
     max_length: int = Field(default=512, ge=8)
     batch_tokens: int = Field(default=16_384, ge=64)
+    """Padded tokens per forward pass on a GPU."""
+    cpu_batch_tokens: int = Field(default=2048, ge=64)
+    """Padded tokens per forward pass on a CPU, where big batches only add padding and cache misses."""
     max_batch_items: int = Field(default=256, ge=1)
+    min_fill: float = Field(default=0.75, ge=0.0, le=1.0)
+    """Cut a batch where the next (shorter) sequence would fill less than this share of its padded length."""
+    max_wait_ms: float = Field(default=2.0, ge=0.0, le=10_000.0)
+    """How long a worker holds a part-full batch for items from more messages before it runs it anyway."""
     note: str | None = None
     """Free text shown in logs and the demo (e.g. "random weights: labels are meaningless")."""
+
+    def tokens_per_batch(self, device_type: str) -> int:
+        """The padded-token budget of one forward pass on a device of this type (``cpu`` or ``cuda``)."""
+        return self.cpu_batch_tokens if device_type == "cpu" else self.batch_tokens
 
 
 class Registry(BaseModel):
