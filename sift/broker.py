@@ -26,6 +26,8 @@ def make_celery_app(settings: SiftSettings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=settings.prefetch_multiplier,
+        # The gathering consumer sizes its own intake; Celery's post-reconnect reduction would fight it.
+        worker_enable_prefetch_count_reduction=False,
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,
             # Consume queues in the order given (realtime first): the real-time lane is drained

@@ -13,6 +13,8 @@ import sys
 from dataclasses import dataclass
 from types import FrameType
 
+from sift.settings import SettingsError, SiftSettings
+
 log = logging.getLogger(__name__)
 
 
@@ -35,23 +37,52 @@ def visible_gpus(environ: dict[str, str]) -> list[str]:
 
 
 def plan_children(
-    worker_args: list[str], gpus: list[str], cpu_workers: int, cores: int, threads: int | None
+    worker_args: list[str],
+    gpus: list[str],
+    cpu_workers: int,
+    cores: int,
+    threads: int | None,
+    settings: SiftSettings | None = None,
 ) -> list[Child]:
-    """One child per GPU (each sees only its GPU as cuda:0), or ``cpu_workers`` CPU children."""
+    """One child per GPU (each sees only its GPU as cuda:0), or ``cpu_workers`` CPU children.
+
+    With ``SIFT_METRICS_PORT`` set (in ``settings``, default: this environment's, which the children
+    inherit), child i serves its metrics on that port + i, so the children do not fight for one port.
+    """
     base = [sys.executable, "-m", "sift.cli", "worker", *worker_args]
     if gpus:
-        return [
+        children = [
             Child([*base, "--device", "cuda:0", "--hostname", f"sift-gpu{gpu}@%h"], {"CUDA_VISIBLE_DEVICES": gpu})
             for gpu in gpus
         ]
-    per_child = threads or max(1, cores // cpu_workers)
+    else:
+        per_child = threads or max(1, cores // cpu_workers)
+        children = [
+            Child(
+                [*base, "--device", "cpu", "--threads", str(per_child), "--hostname", f"sift-cpu{i}@%h"],
+                {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(per_child)},
+            )
+            for i in range(cpu_workers)
+        ]
+    ports = metrics_ports((settings or SiftSettings()).metrics_port, len(children))
     return [
-        Child(
-            [*base, "--device", "cpu", "--threads", str(per_child), "--hostname", f"sift-cpu{i}@%h"],
-            {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(per_child)},
-        )
-        for i in range(cpu_workers)
+        child if port is None else Child(child.argv, {**child.env, "SIFT_METRICS_PORT": str(port)})
+        for child, port in zip(children, ports, strict=True)
     ]
+
+
+def metrics_ports(base: int | None, count: int) -> list[int | None]:
+    """The metrics port of each of ``count`` children: ``base + i``; 0 (any free port) for all when ``base`` is 0."""
+    if base is None:
+        return [None] * count
+    if base == 0:
+        return [0] * count
+    if base + count - 1 > 65535:
+        raise SettingsError(
+            f"SIFT_METRICS_PORT={base} leaves no room for {count} workers (ports {base}..{base + count - 1}): "
+            "choose a lower port"
+        )
+    return [base + i for i in range(count)]
 
 
 def run_children(children: list[Child]) -> int:

@@ -8,6 +8,7 @@ import socket
 from dataclasses import dataclass
 
 import torch
+from prometheus_client import REGISTRY
 
 from sift.broker import make_celery_app
 from sift.contract import Lane
@@ -15,8 +16,10 @@ from sift.dead_letters import DeadLetters
 from sift.keys import queue_name
 from sift.results_store import ResultStore
 from sift.settings import SettingsError, SiftSettings
+from sift.telemetry import QueueDepthCollector, WorkerMetrics, serve_metrics
 from workers.engine.engine import Engine
 from workers.engine.forward import RetryPolicy
+from workers.engine.logit_cache import LogitCache, cache_client
 from workers.engine.policy import load_policies
 from workers.engine.registry import Registry, load_registry
 from workers.tasks import register_tasks
@@ -79,31 +82,60 @@ def run_worker(settings: SiftSettings, options: WorkerOptions) -> int:
         torch.set_num_threads(options.threads)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    # Before the models load: a taken metrics port fails the start in a second, not after minutes of loading.
+    metrics = start_metrics(settings)
+    cache = LogitCache(
+        # Short socket timeouts (cache_client's default): a stalled Redis never stalls inference.
+        cache_client(settings, url=settings.cache_redis_url),
+        prefix=settings.queue_prefix,
+        ttl_s=settings.cache_ttl_s,
+        enabled=settings.cache_enabled,
+    )
     registry = load_registry(settings.registry)
     policies = load_policies(settings.policy)
     hostname = options.hostname or f"sift-{device.type}{device.index or 0}-{os.getpid()}@{socket.gethostname()}"
     retry = RetryPolicy(attempts=settings.item_retries, backoff_s=settings.retry_backoff_s)
     engine = Engine.load(
-        registry, roles_to_load(registry, options.models), device, policies, settings.limits(), hostname, retry
+        registry,
+        roles_to_load(registry, options.models),
+        device,
+        policies,
+        settings.limits(),
+        hostname,
+        retry,
+        cache=cache,
+        metrics=metrics,
     )
+    metrics.watch_gpu_memory(str(device))  # read at scrape time; nothing on a CPU worker
     log.info(
-        "worker %s ready on %s with %s (torch threads %d)",
+        "worker %s ready on %s with %s (torch threads %d; logit cache %s)",
         hostname,
         device,
         sorted(engine.models),
         torch.get_num_threads(),
+        f"on, {settings.cache_ttl_s} s" if cache.active else "off",
     )
     app = make_celery_app(settings)
     connection = settings.redis_client()
-    store = ResultStore(connection, prefix=settings.queue_prefix, ttl_s=settings.result_ttl_s)
+    store = ResultStore(
+        connection,
+        prefix=settings.queue_prefix,
+        ttl_s=settings.result_ttl_s,
+        stream_maxlen=settings.results_stream_maxlen,
+    )
     dead_letters = DeadLetters(connection, prefix=settings.queue_prefix, max_len=settings.dead_letter_max)
-    register_tasks(app, engine, store, dead_letters)
-    queues = ",".join(resolve_queues(settings.queue_prefix, options.queues))
+    consumed = resolve_queues(settings.queue_prefix, options.queues)
+    bulk = queue_name(settings.queue_prefix, Lane.BULK)
+    infer = register_tasks(app, engine, store, dead_letters, bulk_queue=bulk if bulk in consumed else None)
+    infer.metrics = metrics
+    infer.forward_thread = settings.forward_thread
+    queues = ",".join(consumed)
     argv = [
         "worker",
         # solo: tasks run in this process, which owns the models and the device; nothing forks after CUDA is up.
         "--pool=solo",
-        # Celery reports the CPU count as a solo worker's concurrency, and prefetches multiplier x that.
+        # Celery reports the CPU count as a solo worker's concurrency, and prefetches multiplier x that:
+        # with 1, SIFT_PREFETCH_MULTIPLIER is the number of messages the worker gathers batches from.
         "--concurrency=1",
         f"--queues={queues}",
         f"--hostname={hostname}",
@@ -115,4 +147,24 @@ def run_worker(settings: SiftSettings, options: WorkerOptions) -> int:
         app.worker_main(argv=argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    finally:
+        if cache.active:
+            log.info(
+                "logit cache: %d hits, %d misses (hit rate %.1f%%)", cache.hits, cache.misses, 100 * cache.hit_rate
+            )
     return 0
+
+
+def start_metrics(settings: SiftSettings) -> WorkerMetrics:
+    """This process's metrics; served with the queue depths on ``SIFT_METRICS_PORT`` when it is set.
+
+    Raises :class:`SettingsError` when the port is taken. The metrics live in prometheus_client's
+    default registry, which also carries its ``process_*`` and ``python_*`` metrics.
+    """
+    metrics = WorkerMetrics()
+    if settings.metrics_port is not None:
+        # A client with short timeouts of its own: a scrape never hangs on a stalled Redis.
+        depths = QueueDepthCollector.from_settings(settings, cache_client(settings, timeout_s=1.0))
+        REGISTRY.register(depths)
+        serve_metrics(settings.metrics_port, addr=settings.metrics_addr)
+    return metrics

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sift_it_helpers import cli_env, new_job_id, run_sift
+from sift_it_helpers import cli_env, new_job_id, run_sift, wait_until
 
 from producers.client import ItemRef, SiftClient
 from sift.contract import DEFAULT_LIMITS, ErrorCode, ItemResult, Lane
@@ -402,12 +402,18 @@ def check_sent(
     return problems, results
 
 
-def wait_for_barrier(client: SiftClient, settings: SiftSettings) -> None:
-    """The worker consumes the bulk queue in order: once this job is answered, everything sent before is done."""
+def wait_for_barrier(client: SiftClient, settings: SiftSettings, expected: dict[str, int] | None = None) -> None:
+    """The worker takes the bulk queue in order: once this job is answered, everything sent before was taken in.
+
+    Messages taken in together are answered in whatever order their batches complete, so the jobs in
+    ``expected`` (job id -> results) are then waited for too.
+    """
     job_id = new_job_id("corpus-barrier")
     send_job(client, settings, {"job_id": job_id, "task": "classify", "items": [v(id="b")], "enqueued_at": time.time()})
     result = client.result(ItemRef(job_id, "b"), timeout_s=RESULT_TIMEOUT_S)
     assert result.ok, result.error
+    for job, count in (expected or {}).items():
+        wait_until(lambda job=job, count=count: client.store.count(job) >= count, timeout_s=RESULT_TIMEOUT_S, what=job)
 
 
 @pytest.mark.timeout(180)
@@ -424,7 +430,7 @@ def test_every_bad_item_of_a_raw_message_gets_its_own_answer(
     ]
     sent = [send_cases(client, settings, name, task, cases) for name, task, cases in plan]
     sent += [send_envelope(client, settings, env) for env in ENVELOPES]
-    wait_for_barrier(client, settings)
+    wait_for_barrier(client, settings, {message.job_id: len(message.expected) for message in sent})
 
     problems: list[str] = []
     for message in sent:
@@ -439,7 +445,7 @@ def test_a_bad_hypothesis_template_costs_no_other_item(
 ) -> None:
     """Templates with "{}" exactly once pass validation, but ``str.format`` raises on them at inference."""
     sent = [send_cases(client, settings, f"zero_shot-{c.kind}", "zero_shot", [c]) for c in TEMPLATE_FORMAT_CASES]
-    wait_for_barrier(client, settings)
+    wait_for_barrier(client, settings, {message.job_id: len(message.expected) for message in sent})
 
     problems = [p for message in sent for p in check_sent(client, message, id2label)[0]]
     assert worker.process is not None and worker.process.poll() is None, "the worker died"
@@ -456,7 +462,7 @@ def test_an_id_with_a_lone_surrogate_costs_no_other_item(
     items = [sentinel("classify", 0), bad.item, sentinel("classify", 1)]
     send_job(client, settings, {"job_id": job_id, "task": "classify", "items": items, "enqueued_at": time.time()})
     TRIED["worker"].add(bad.kind)
-    wait_for_barrier(client, settings)
+    wait_for_barrier(client, settings, {job_id: len(items)})
 
     stored = set(client.store.stored_ids(job_id))
     sentinels = {items[0]["id"], items[2]["id"]}

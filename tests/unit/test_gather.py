@@ -1,0 +1,150 @@
+"""Cross-message batching: items of many messages share forward passes, real-time first, none left behind."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sift.contract import DEFAULT_LIMITS, ErrorCode, Job, Lane
+from workers.engine.engine import Engine
+from workers.engine.policy import load_policies
+from workers.engine.registry import load_registry
+from workers.gather import Gatherer, Held
+
+TEXTS = [
+    f"message {i}: the delivery was {'late' if i % 2 else 'early'} and the box was {'x ' * (i % 7)}" for i in range(64)
+]
+
+
+@pytest.fixture(scope="module")
+def engine(offline_registry: Path) -> Engine:
+    torch.set_num_threads(2)
+    registry = load_registry(offline_registry)
+    return Engine.load(registry, ["sentiment", "rerank"], torch.device("cpu"), load_policies(), DEFAULT_LIMITS, "t")
+
+
+def job(job_id: str, texts: list[str], lane: Lane = Lane.REALTIME, **fields: object) -> Job:
+    items = [{"id": f"{job_id}-{i}", "text": t} for i, t in enumerate(texts)]
+    return Job(job_id=job_id, task="classify", items=items, lane=lane, enqueued_at=time.time(), **fields)
+
+
+def admit(gatherer: Gatherer, one: Job) -> Held | None:
+    admission, units = gatherer.engine.admit(one)
+    return gatherer.add(admission, units, handle=one.job_id)
+
+
+def run_until_idle(gatherer: Gatherer) -> list[tuple[str, int]]:
+    """Step until nothing is held; returns (job id, step number) of each completed message, in order."""
+    done: list[tuple[str, int]] = []
+    for number in range(1, 10_000):
+        report = gatherer.step()
+        if report is None:
+            return done
+        done += [(held.handle, number) for held in report.completed]
+    raise AssertionError("the gatherer never ran dry")
+
+
+def test_one_item_messages_share_one_forward_pass_and_match_engine_run(engine: Engine) -> None:
+    gatherer = Gatherer(engine)
+    # Lengths within min_fill of each other, so the planner has no reason to cut.
+    jobs = [job(f"rt{i}", [f"review number {i} says the delivery was late"]) for i in range(12)]
+    for one in jobs:
+        assert admit(gatherer, one) is None
+    assert gatherer.held == 12
+
+    report = gatherer.step()
+
+    assert report is not None and report.role == "sentiment"
+    assert report.items == 12, "twelve one-item messages fit one budget: one forward pass"
+    assert sorted(held.handle for held in report.completed) == sorted(one.job_id for one in jobs)
+    assert gatherer.held == 0 and gatherer.buffered_tokens() == 0
+    for held in report.completed:
+        gathered = engine.results(held.admission)[0]
+        alone = engine.run(held.admission.job)[0]
+        assert gathered.label == alone.label
+        np.testing.assert_allclose([s.score for s in gathered.scores], [s.score for s in alone.scores], atol=1e-5)
+
+
+def test_a_real_time_item_goes_in_the_next_batch_ahead_of_a_bulk_backlog(engine: Engine) -> None:
+    small = dataclasses.replace(
+        engine.models["sentiment"], spec=engine.models["sentiment"].spec.model_copy(update={"cpu_batch_tokens": 256})
+    )
+    gatherer = Gatherer(
+        Engine({**engine.models, "sentiment": small}, engine.registry, engine.policies, engine.limits, "t")
+    )
+    admit(gatherer, job("bulk-a", TEXTS, Lane.BULK))
+    admit(gatherer, job("bulk-b", TEXTS, Lane.BULK))
+    admit(gatherer, job("urgent", [TEXTS[0]], Lane.REALTIME))
+
+    first = gatherer.step()
+
+    assert first is not None
+    assert [held.handle for held in first.completed] == ["urgent"]
+    assert first.items == 1, "a real-time item runs alone, not padded out with bulk rows"
+    order = run_until_idle(gatherer)
+    assert [job_id for job_id, _ in order] == ["bulk-a", "bulk-b"], "bulk messages finish in arrival order"
+    assert order[0][1] < order[1][1]
+
+
+def test_every_item_of_every_message_is_answered_exactly_once(engine: Engine) -> None:
+    gatherer = Gatherer(engine)
+    jobs = [job(f"j{i}", TEXTS[i : i + 5 + i % 9], Lane.BULK if i % 3 else Lane.REALTIME) for i in range(20)]
+    for one in jobs:
+        admit(gatherer, one)
+    completed = run_until_idle(gatherer)
+    assert sorted(job_id for job_id, _ in completed) == sorted(one.job_id for one in jobs)
+    assert gatherer.held == 0 and gatherer.buffered_tokens() == 0
+
+
+def test_mixed_models_in_one_message_complete_together(engine: Engine) -> None:
+    gatherer = Gatherer(engine)
+    rerank = Job(
+        job_id="mixed",
+        task="rerank",
+        items=[{"id": "q", "query": "late box", "documents": ["the box was late", "fine", "ok"]}],
+        enqueued_at=time.time(),
+    )
+    admit(gatherer, rerank)
+    admit(gatherer, job("classify", TEXTS[:3]))
+    done = dict(run_until_idle(gatherer))
+    assert set(done) == {"mixed", "classify"}
+    ranked = gatherer.engine.run(rerank)[0]
+    assert ranked.error is None and len(ranked.ranking) == 3
+
+
+def test_a_message_with_nothing_to_compute_is_handed_back_at_once(engine: Engine) -> None:
+    gatherer = Gatherer(engine)
+    expired = job("late", TEXTS[:2], deadline=time.time() - 1)
+    held = admit(gatherer, expired)
+    assert held is not None and gatherer.held == 0
+    results = engine.results(held.admission)
+    assert [r.error.code for r in results if r.error] == [ErrorCode.EXPIRED, ErrorCode.EXPIRED]
+
+    invalid = admit(gatherer, job("bad", ["", "   "]))
+    assert invalid is not None, "items that all fail validation need no forward pass"
+
+
+def test_due_in_waits_for_more_items_only_up_to_max_wait(engine: Engine) -> None:
+    gatherer = Gatherer(engine)
+    assert gatherer.due_in(time.monotonic()) is None, "idle: nothing to schedule"
+    admit(gatherer, job("one", [TEXTS[0]]))
+    max_wait_s = engine.models["sentiment"].spec.max_wait_ms / 1000
+    wait = gatherer.due_in(time.monotonic())
+    assert wait is not None and 0 < wait <= max_wait_s
+    assert gatherer.due_in(time.monotonic() + 1.0) == 0.0, "past max_wait the batch runs part-full"
+    while gatherer.buffered_tokens() < gatherer.budget("sentiment"):
+        admit(gatherer, job(f"fill{gatherer.held}", [TEXTS[gatherer.held % len(TEXTS)]]))
+    assert gatherer.due_in(time.monotonic()) == 0.0, "a full budget runs at once"
+
+
+def test_drain_hands_back_every_held_message(engine: Engine) -> None:
+    gatherer = Gatherer(engine)
+    for i in range(3):
+        admit(gatherer, job(f"d{i}", TEXTS[:4], Lane.BULK))
+    assert sorted(held.handle for held in gatherer.drain()) == ["d0", "d1", "d2"]
+    assert gatherer.held == 0 and gatherer.step() is None and gatherer.buffered_tokens() == 0

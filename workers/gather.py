@@ -1,0 +1,222 @@
+"""Cross-message batching: items of many messages, gathered per model into token-budget batches.
+
+Real-time traffic arrives as many one-item messages, bulk traffic as large ones; a device wants
+full batches of similar lengths either way. The gatherer holds the tokenized items of every
+message a worker has taken (and not yet acknowledged), and each :meth:`Gatherer.step` runs ONE
+forward batch, so the worker's event loop gets control back between batches to take in new
+messages: a real-time item that arrives during a backfill waits for one batch, not for a
+whole bulk message.
+
+Which batch: per model, the real-time rows if there are any (alone, so a real-time item pays
+for its own forward pass only), else the bulk rows in arrival order, up to ``lookahead``
+budgets of tokens, are planned with the padding-aware planner; the batch holding the most
+urgent row runs. So the oldest work always progresses (no starvation) while nearby
+messages fill the batch. When a step completes every item of a message, the message is handed
+back to its owner (``on_done``) to write its results and acknowledge it.
+
+No Celery and no torch here: the Celery side lives in :mod:`workers.consumer`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sift.contract import Lane
+from workers.batcher import plan_batches
+from workers.engine.engine import Admission, Engine, Row, Unit
+from workers.engine.forward import batch_limits
+
+LOOKAHEAD_BUDGETS = 4
+"""Rows considered per step, in batch budgets: enough to sort by length, few enough to stay in order."""
+
+
+@dataclass(eq=False)
+class Held:
+    """A message the worker holds: its job's admission, and the handle its owner acks it with."""
+
+    admission: Admission
+    handle: Any
+    received: float
+    """``time.monotonic()`` when it arrived."""
+
+
+@dataclass
+class _RoleQueue:
+    """Units of one model waiting for forward passes, per lane, in arrival order."""
+
+    realtime: list[tuple[Unit, float]] = field(default_factory=list)
+    bulk: list[tuple[Unit, float]] = field(default_factory=list)
+    tokens: dict[Lane, int] = field(default_factory=lambda: dict.fromkeys(Lane, 0))
+    """Unscored tokens (unpadded) of each lane."""
+
+    def oldest(self) -> float | None:
+        """Arrival time of the most urgent unit: the first real-time one, else the first bulk one."""
+        for lane in (self.realtime, self.bulk):
+            if lane:
+                return lane[0][1]
+        return None
+
+
+@dataclass
+class Step:
+    """One forward batch chosen by :meth:`Gatherer.begin_step`."""
+
+    role: str
+    rows: list[Row]
+    lengths: list[int]
+    generation: int
+
+
+@dataclass
+class StepReport:
+    """What one step did, for logs and metrics."""
+
+    role: str
+    items: int
+    rows: int
+    padded_tokens: int
+    seconds: float
+    completed: list[Held]
+
+
+class Gatherer:
+    """Holds admitted messages and runs their items through ``engine`` one forward batch at a time."""
+
+    def __init__(self, engine: Engine, lookahead: int = LOOKAHEAD_BUDGETS) -> None:
+        self.engine = engine
+        self.lookahead = lookahead
+        self._queues: dict[str, _RoleQueue] = {role: _RoleQueue() for role in engine.models}
+        self._held: dict[int, Held] = {}
+        self._generation = 0
+
+    @property
+    def held(self) -> int:
+        """Messages taken in and not yet handed back."""
+        return len(self._held)
+
+    def buffered_tokens(self, lane: Lane | None = None) -> int:
+        """Unscored tokens (of one lane, or all): what the worker still has to compute for the messages it holds."""
+        lanes = list(Lane) if lane is None else [lane]
+        return sum(queue.tokens[one] for queue in self._queues.values() for one in lanes)
+
+    def lookahead_tokens(self) -> int:
+        """Tokens worth holding so the device never waits for the next message: ``lookahead`` of the largest budget."""
+        return self.lookahead * max(self.budget(role) for role in self.engine.models)
+
+    def budget(self, role: str) -> int:
+        """Padded tokens of one forward pass of ``role`` on this worker's device."""
+        return batch_limits(self.engine.models[role]).max_tokens
+
+    def add(self, admission: Admission, units: list[Unit], handle: Any) -> Held | None:
+        """Take in one admitted message; returns it at once when it has nothing left to compute."""
+        held = Held(admission, handle, time.monotonic())
+        if admission.done:
+            return held
+        self._held[id(admission)] = held
+        for unit in units:
+            queue = self._queues[unit.role]
+            lane = queue.realtime if unit.lane is Lane.REALTIME else queue.bulk
+            lane.append((unit, held.received))
+            queue.tokens[unit.lane] += sum(len(unit.input_ids[k]) for k in unit.todo)
+        return None
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until a step should run: 0 when a model has a full batch or waited long enough; None if idle."""
+        soonest: float | None = None
+        for role, queue in self._queues.items():
+            oldest = queue.oldest()
+            if oldest is None:
+                continue
+            spec = self.engine.models[role].spec
+            full = sum(queue.tokens.values()) >= self.budget(role)
+            if full or len(queue.realtime) + len(queue.bulk) >= spec.max_batch_items:
+                return 0.0
+            wait = max(0.0, oldest + spec.max_wait_ms / 1000.0 - now)
+            soonest = wait if soonest is None else min(soonest, wait)
+        return soonest
+
+    def step(self) -> StepReport | None:
+        """Run one forward batch of the most urgent model, here and now; None when nothing is held."""
+        step = self.begin_step()
+        if step is None:
+            return None
+        began = time.perf_counter()
+        self.engine.forward(step.role, step.rows)
+        return self.finish_step(step, time.perf_counter() - began)
+
+    def begin_step(self) -> Step | None:
+        """Choose the next forward batch; run ``engine.forward(step.role, step.rows)`` (on any thread),
+        then :meth:`finish_step`. Call nothing else of the gatherer but :meth:`add` in between."""
+        role = self._most_urgent_role()
+        if role is None:
+            return None
+        candidates = self._candidates(role, self._queues[role])
+        lengths = [len(unit.input_ids[k]) for unit, k in candidates]
+        batches = plan_batches(lengths, batch_limits(self.engine.models[role]))
+        batch = sorted(next(b for b in batches if 0 in b))  # candidate 0 is the most urgent row
+        return Step(
+            role=role,
+            rows=[candidates[i] for i in batch],
+            lengths=[lengths[i] for i in batch],
+            generation=self._generation,
+        )
+
+    def finish_step(self, step: Step, seconds: float) -> StepReport:
+        """Account for a step whose forward pass ran; hand back the messages it completed."""
+        if step.generation != self._generation:
+            # Drained while the forward pass ran: its messages were handed back already.
+            return StepReport(step.role, 0, 0, 0, seconds, [])
+        queue = self._queues[step.role]
+        for (unit, _), length in zip(step.rows, step.lengths, strict=True):
+            queue.tokens[unit.lane] -= length
+        queue.realtime = [entry for entry in queue.realtime if entry[0].todo]
+        queue.bulk = [entry for entry in queue.bulk if entry[0].todo]
+        completed = [held for held in self._held.values() if held.admission.done]
+        for held in completed:
+            del self._held[id(held.admission)]
+        return StepReport(
+            role=step.role,
+            items=len({id(unit) for unit, _ in step.rows}),
+            rows=len(step.rows),
+            padded_tokens=len(step.rows) * max(step.lengths),
+            seconds=seconds,
+            completed=completed,
+        )
+
+    def drain(self) -> list[Held]:
+        """Hand back every held message unfinished (their owner requeues them) and forget them."""
+        held = list(self._held.values())
+        self._held.clear()
+        self._generation += 1
+        self._queues = {role: _RoleQueue() for role in self.engine.models}
+        return held
+
+    def _most_urgent_role(self) -> str | None:
+        """The model whose most urgent unit is a real-time one, oldest first; else the oldest bulk one."""
+        best: tuple[int, float, str] | None = None
+        for role, queue in self._queues.items():
+            for rank, lane in enumerate((queue.realtime, queue.bulk)):
+                if lane:
+                    key = (rank, lane[0][1], role)
+                    best = key if best is None or key < best else best
+                    break
+        return None if best is None else best[2]
+
+    def _candidates(self, role: str, queue: _RoleQueue) -> list[Row]:
+        """Unscored rows of ``role``, most urgent first, up to ``lookahead`` budgets of tokens.
+
+        Real-time rows, when there are any, are batched only with each other: a real-time item
+        should pay for its own forward pass, not for a budget's worth of bulk rows beside it.
+        """
+        limit = self.lookahead * self.budget(role)
+        rows: list[Row] = []
+        tokens = 0
+        for unit, _ in queue.realtime or queue.bulk:
+            for k in unit.todo:
+                rows.append((unit, k))
+                tokens += len(unit.input_ids[k])
+            if tokens >= limit:
+                break
+        return rows
