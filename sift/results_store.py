@@ -3,6 +3,10 @@
 Writes are idempotent: a result already stored is never replaced, except an error
 result by a success. So a redelivered message or a producer's resubmission cannot
 produce a second, different answer for the same item.
+
+Every newly stored result is also appended, in the same script, to the job's "done" stream
+and to one global results stream that consumer groups read (``sift.delivery``). A write
+that stores nothing publishes nothing, so duplicates never reach consumers twice.
 """
 
 from __future__ import annotations
@@ -14,12 +18,17 @@ from typing import Any
 import redis
 
 from sift.contract.results import ItemResult
-from sift.keys import done_stream_key, errors_key, results_key
+from sift.keys import done_stream_key, errors_key, results_key, results_stream_key
 
-# KEYS: results hash, errors set, done stream. ARGV: ttl, then (id, json, is_error) triples.
+DEFAULT_RESULTS_STREAM_MAXLEN = 1_000_000
+"""Entries the global results stream keeps (about; trimmed in whole nodes). Lagging consumers lose older ones."""
+
+# KEYS: results hash, errors set, done stream, global results stream.
+# ARGV: ttl, results stream max length, job id, then (id, json, is_error) triples.
+# The global stream is outside the job's hash tag: like Celery's Redis transport, this needs one Redis node.
 _WRITE_SCRIPT = """
 local written = 0
-for i = 2, #ARGV, 3 do
+for i = 4, #ARGV, 3 do
   local id, body, is_error = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local exists = redis.call('HEXISTS', KEYS[1], id)
   local replace = exists == 1 and is_error == '0' and redis.call('SISMEMBER', KEYS[2], id) == 1
@@ -27,6 +36,7 @@ for i = 2, #ARGV, 3 do
     redis.call('HSET', KEYS[1], id, body)
     if is_error == '1' then redis.call('SADD', KEYS[2], id) else redis.call('SREM', KEYS[2], id) end
     redis.call('XADD', KEYS[3], '*', 'id', id)
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], '*', 'job_id', ARGV[3], 'id', id, 'result', body)
     written = written + 1
   end
 end
@@ -38,23 +48,35 @@ return written
 class ResultStore:
     """Read and write item results of jobs in one Redis database."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "sift", ttl_s: int = 7 * 24 * 3600) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "sift",
+        ttl_s: int = 7 * 24 * 3600,
+        stream_maxlen: int = DEFAULT_RESULTS_STREAM_MAXLEN,
+    ) -> None:
+        """``stream_maxlen``: about how many entries the global results stream keeps (at least 1)."""
+        if stream_maxlen < 1:
+            raise ValueError(f"stream_maxlen must be at least 1, got {stream_maxlen}")
         self._redis = client
         self._prefix = prefix
         self._ttl_s = ttl_s
+        self._stream_maxlen = stream_maxlen
         self._write = client.register_script(_WRITE_SCRIPT)
 
     def write(self, job_id: str, results: Sequence[ItemResult]) -> int:
         """Store results of one job; returns how many were new (the rest were already there)."""
         if not results:
             return 0
-        argv: list[str | int] = [self._ttl_s]
+        argv: list[str | int] = [self._ttl_s, self._stream_maxlen, job_id]
         for result in results:
             argv += [result.id, result.model_dump_json(exclude_none=True), "1" if result.error else "0"]
         keys = [
             results_key(self._prefix, job_id),
             errors_key(self._prefix, job_id),
             done_stream_key(self._prefix, job_id),
+            results_stream_key(self._prefix),
         ]
         return int(self._write(keys=keys, args=argv))
 
@@ -107,7 +129,7 @@ class ResultStore:
                 yield from self.get_many(job_id, ids).values()
 
     def delete(self, job_id: str) -> None:
-        """Remove every key of the job."""
+        """Remove every key of the job (its entries already in the global results stream stay)."""
         self._redis.delete(
             results_key(self._prefix, job_id), errors_key(self._prefix, job_id), done_stream_key(self._prefix, job_id)
         )
