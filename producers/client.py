@@ -72,7 +72,12 @@ class SiftClient:
         self.settings = settings or SiftSettings()
         self.app = make_celery_app(self.settings)
         self.redis = self.settings.redis_client()
-        self.store = ResultStore(self.redis, prefix=self.settings.queue_prefix, ttl_s=self.settings.result_ttl_s)
+        self.store = ResultStore(
+            self.redis,
+            prefix=self.settings.queue_prefix,
+            ttl_s=self.settings.result_ttl_s,
+            stream_maxlen=self.settings.results_stream_maxlen,
+        )
         self._limits = self.settings.limits()
 
     def close(self) -> None:
@@ -122,11 +127,13 @@ class SiftClient:
         lane: Lane = Lane.BULK,
         job_id: str | None = None,
         chunk_size: int | None = None,
+        deadline_s: float | None = None,
     ) -> JobHandle:
         """Validate and enqueue many items as one job, ``chunk_size`` items per message.
 
         Invalid items do not stop the others: each gets an error result (stored, so that
         ``iter_results`` sees one result per item) and is listed in ``JobHandle.rejected``.
+        ``deadline_s``: items no worker has taken this many seconds from now are answered ``expired``.
         """
         task_name = parse_task(task)
         handle = JobHandle(job_id or _new_job_id())
@@ -139,12 +146,12 @@ class SiftClient:
                 if accepted is not None:
                     chunk.append(accepted)
                 if len(chunk) >= size:
-                    self._send(_job(handle.job_id, task_name, model, chunk, lane), producer)
+                    self._send(_job(handle.job_id, task_name, model, chunk, lane, deadline_s), producer)
                     handle.submitted += len(chunk)
                     handle.messages += 1
                     chunk = []
             if chunk:
-                self._send(_job(handle.job_id, task_name, model, chunk, lane), producer)
+                self._send(_job(handle.job_id, task_name, model, chunk, lane, deadline_s), producer)
                 handle.submitted += len(chunk)
                 handle.messages += 1
         stored = [r for r in handle.rejected if r.error and r.error.code != ErrorCode.DUPLICATE_ID]
