@@ -10,6 +10,8 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 $(BIN)/sift: pyproject.toml
 	command -v redis-server >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y redis-server)
+	# The PostgreSQL sink's tests start a private server with pg_ctl (pytest-postgresql).
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || ($(SUDO) apt-get update && $(SUDO) apt-get install -y postgresql)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and pinned, so nothing after it can pull a CUDA build.
@@ -17,7 +19,7 @@ $(BIN)/sift: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(BIN)/sift
 
-setup: $(BIN)/sift  ## create .venv and install everything, redis-server included
+setup: $(BIN)/sift  ## create .venv and install everything, redis-server and PostgreSQL included
 
 demo: setup  ## private Redis + one worker + backfill of examples/, summary table, clean shutdown
 	$(BIN)/sift demo

@@ -1,9 +1,11 @@
-"""``sift backfill``: a JSONL file in, one result line per input line out.
+"""``sift backfill``: a JSONL file in, one result per input line out, to JSONL, Parquet or PostgreSQL.
 
 Bad lines (not JSON, not an object, duplicate or unusable id) get an error result
-like any other item, so the output always has exactly one line per input line.
+like any other item, so the output always has exactly one result per input line
+(in PostgreSQL, one row per item id: a repeated id's error does not replace its result).
 The job id is derived from the file, task and model: running the same command
-again skips items whose results are already stored and rewrites the output.
+again skips items whose results are already stored in Redis, and writes every
+result of the job to the output again (files are rewritten, database rows upserted).
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from producers.client import SiftClient
+from producers.sinks import ResultSink, open_sink
 from sift.contract import ErrorCode, ErrorInfo, ItemResult, TaskName, parse_task
 from sift.contract.items import usable_id
 
@@ -56,40 +61,86 @@ def backfill_job_id(path: Path, task: TaskName, model: str | None) -> str:
     return "bf-" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
+DEFAULT_BATCH_SIZE = 1000
+"""Results handed to the sink at once, at most."""
+DEFAULT_FLUSH_INTERVAL_S = 1.0
+"""Longest a received result waits before it is handed to the sink (checked as results arrive)."""
+
+
 def run_backfill(
     client: SiftClient,
     in_path: Path,
-    out_path: Path,
+    out: ResultSink | Path | str,
     task: str,
     *,
     model: str | None = None,
     job_id: str | None = None,
     idle_timeout_s: float = 300.0,
     show_progress: bool = True,
+    console: Console | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> BackfillSummary:
-    """Submit every line of ``in_path`` and write each result to ``out_path`` as it completes."""
+    """Submit every line of ``in_path`` and write each result to ``out`` as it completes.
+
+    ``out``: an open :class:`~producers.sinks.ResultSink`, which the caller closes (so it can be
+    opened, and checked, before anything is submitted), or a target for
+    :func:`~producers.sinks.open_sink`, opened and closed here. ``console``: where the progress
+    bars go (default: standard output).
+    """
     task_name = parse_task(task)
     job = job_id or backfill_job_id(in_path, task_name, model)
     summary = BackfillSummary(job_id=job, task=task_name.value)
     started = time.perf_counter()
-    done = set(client.store.stored_ids(job))
-    summary.already_done = len(done)
-    lines = _LineReader(in_path, job, task_name, done)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with _progress(show_progress) as progress, out_path.open("w", encoding="utf-8") as out:
+    with ExitStack() as stack:
+        # A sink opened here is closed here: completed when the run completes, aborted when it fails.
+        sink = out if isinstance(out, ResultSink) else stack.enter_context(open_sink(out))
+        progress = stack.enter_context(_progress(show_progress, console))
+        done = set(client.store.stored_ids(job))
+        summary.already_done = len(done)
+        lines = _LineReader(in_path, job, task_name, done)
         submitting = progress.add_task("submitting", total=None)
         handle = client.submit_many(task_name, lines.items(progress, submitting), model=model, job_id=job)
         client.store.write(job, lines.bad_lines)
         summary.lines, summary.submitted = lines.count, handle.submitted
-        for result in [*lines.duplicates, *(r for r in handle.rejected if r.error and r.error.code == "duplicate_id")]:
-            _emit(out, result, summary)
         expected = lines.unique_ids
         collecting = progress.add_task("results", total=expected)
-        for result in client.iter_results(job, expected=expected, idle_timeout_s=idle_timeout_s):
-            _emit(out, result, summary)
-            progress.advance(collecting)
+        batches = _Batches(sink, summary, batch_size)
+        try:
+            for result in client.iter_results(job, expected=expected, idle_timeout_s=idle_timeout_s):
+                batches.add(result)
+                progress.advance(collecting)
+            # Repeated ids last: a sink keyed by item id then keeps the item's own result, not this error.
+            rejected = (r for r in handle.rejected if r.error and r.error.code == ErrorCode.DUPLICATE_ID)
+            for result in [*lines.duplicates, *rejected]:
+                batches.add(result)
+        finally:
+            batches.flush()  # what arrived before a failure or an interruption still reaches the sink
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+class _Batches:
+    """Results on their way to the sink: handed over ``size`` at a time, or after a second at most."""
+
+    def __init__(self, sink: ResultSink, summary: BackfillSummary, size: int) -> None:
+        if size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.sink, self.summary, self.size = sink, summary, size
+        self.pending: list[ItemResult] = []
+        self.last_flush = time.monotonic()
+
+    def add(self, result: ItemResult) -> None:
+        self.pending.append(result)
+        _count(result, self.summary)
+        if len(self.pending) >= self.size or time.monotonic() - self.last_flush >= DEFAULT_FLUSH_INTERVAL_S:
+            self.flush()
+
+    def flush(self) -> None:
+        # Taken before writing, so a batch the sink refused is not offered to it a second time.
+        batch, self.pending = self.pending, []
+        self.last_flush = time.monotonic()
+        if batch:
+            self.sink.write(batch)
 
 
 class _LineReader:
@@ -153,8 +204,7 @@ class _LineReader:
         return None
 
 
-def _emit(out: IO[str], result: ItemResult, summary: BackfillSummary) -> None:
-    out.write(result.model_dump_json(exclude_none=True) + "\n")
+def _count(result: ItemResult, summary: BackfillSummary) -> None:
     if result.error is not None:
         summary.errors[result.error.code] += 1
     else:
@@ -162,12 +212,13 @@ def _emit(out: IO[str], result: ItemResult, summary: BackfillSummary) -> None:
         summary.models[f"{result.model} ({result.model_source})"] += 1
 
 
-def _progress(enabled: bool) -> Progress:
+def _progress(enabled: bool, console: Console | None) -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
+        console=console,
         disable=not enabled,
         transient=False,
     )

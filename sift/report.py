@@ -10,8 +10,8 @@ from rich.table import Table
 from producers.backfill import BackfillSummary
 
 
-def print_summary(console: Console, summary: BackfillSummary, out_path: Path) -> None:
-    """Labels and errors with counts and shares, then throughput."""
+def print_summary(console: Console, summary: BackfillSummary, out_path: Path | str) -> None:
+    """Labels and errors with counts and shares, then throughput; ``out_path`` is a file or a redacted URL."""
     total = summary.results or 1
     table = Table(title=f"{summary.task}: {summary.results} results")
     table.add_column("label / error")
