@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 from kombu.exceptions import OperationalError
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 from rich.console import Console
 
 from sift.contract import ItemRejected, Lane
-from sift.settings import SettingsError, SiftSettings, cache_dir, redact_url
+from sift.delivery.commands import add_delivery_commands
+from sift.settings import SettingsError, SiftSettings, cache_dir, redact_url, settings_error_message
 
 DEFAULT_MODELS_DIR = cache_dir() / "offline-models"
 
@@ -35,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args))
     except (SettingsError, ItemRejected, FileNotFoundError) as err:
         Console(stderr=True).print(f"[bold red]error:[/] {err}")
+        return 2
+    except ValidationError as err:
+        if err.title != SiftSettings.__name__:
+            raise
+        # A malformed SIFT_* variable: name the variable, not the pydantic field.
+        Console(stderr=True).print(f"[bold red]error:[/] {settings_error_message(err)}")
         return 2
     except TimeoutError as err:
         Console(stderr=True).print(f"[bold red]timed out:[/] {err}")
@@ -73,10 +81,14 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--deadline", type=float, help="seconds after which a still-queued item is answered 'expired'")
     submit.set_defaults(run=_run_submit)
 
-    backfill = commands.add_parser("backfill", help="run a JSONL file through sift, one result line per input line")
+    backfill = commands.add_parser("backfill", help="run a JSONL file through sift, one result per input line")
     backfill.add_argument("input", type=Path)
     backfill.add_argument("--task", required=True)
-    backfill.add_argument("--out", type=Path, required=True)
+    backfill.add_argument(
+        "--out",
+        required=True,
+        help="FILE.jsonl, FILE.parquet, '-' (JSON lines on stdout) or postgresql://user:password@host/db[?table=name]",
+    )
     backfill.add_argument("--model", help="registry role (default: the task's)")
     backfill.add_argument("--job-id", help="default: derived from the file, so a re-run resumes")
     backfill.add_argument("--idle-timeout", type=float, default=300.0, help="give up after this long without a result")
@@ -116,6 +128,18 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("action", choices=["list", "requeue", "purge"])
     dead.add_argument("--limit", type=int, default=100, help="letters to list or requeue")
     dead.set_defaults(run=_run_dead)
+
+    add_delivery_commands(commands)
+
+    health = commands.add_parser("health", help="Redis, queue depths vs bounds, dead letters, live workers")
+    health.add_argument("--json", action="store_true", dest="as_json", help="print the report as JSON")
+    health.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for Redis and worker replies")
+    health.set_defaults(run=_run_health)
+
+    ingress = commands.add_parser("ingress", help="serve the HTTP API (FastAPI on uvicorn): submit jobs, read results")
+    ingress.add_argument("--host", help="interface to listen on (default: SIFT_INGRESS_HOST or 127.0.0.1)")
+    ingress.add_argument("--port", type=int, help="TCP port (default: SIFT_INGRESS_PORT or 8000)")
+    ingress.set_defaults(run=_run_ingress)
 
     build = commands.add_parser("build-test-models", help="build the offline random-weight test models")
     build.add_argument("--out", type=Path, default=DEFAULT_MODELS_DIR)
@@ -192,24 +216,40 @@ def _run_submit(args: argparse.Namespace) -> int:
 
 
 def _run_backfill(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from producers.backfill import run_backfill
     from producers.client import SiftClient
+    from producers.sinks import SinkError, open_sink
     from sift.report import print_summary
 
     if not args.input.is_file():
         raise FileNotFoundError(f"input file {args.input} does not exist")
-    with SiftClient(SiftSettings()) as client:
-        summary = run_backfill(
-            client,
-            args.input,
-            args.out,
-            args.task,
-            model=args.model,
-            job_id=args.job_id,
-            idle_timeout_s=args.idle_timeout,
-            show_progress=not args.no_progress,
-        )
-    print_summary(Console(), summary, args.out)
+    # With results on stdout, the progress bars and the summary go to stderr.
+    console = Console(stderr=args.out.strip() == "-")
+    try:
+        # The client checks the settings without connecting; the sink is opened (a file created, the
+        # database reached) before anything is submitted, so a bad target costs no work.
+        with SiftClient(SiftSettings()) as client, open_sink(args.out) as sink:
+            summary = run_backfill(
+                client,
+                args.input,
+                sink,
+                args.task,
+                model=args.model,
+                job_id=args.job_id,
+                idle_timeout_s=args.idle_timeout,
+                show_progress=not args.no_progress,
+                console=console,
+            )
+    except SinkError as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}")
+        return 2
+    except KeyboardInterrupt:
+        Console(stderr=True).print("[bold red]interrupted:[/] run the same command again to resume")
+        return 130
+    # print_summary only prints where the results went; a database URL is no path, so say it as text.
+    print_summary(console, summary, sink.description)
     return 0
 
 
@@ -238,6 +278,28 @@ def _run_dead(args: argparse.Namespace) -> int:
                 )
             console.print(f"{len(letters)} of {client.dead_letters.count()} dead letter(s) shown")
     return 0
+
+
+def _run_health(args: argparse.Namespace) -> int:
+    from sift.health import check_health, print_health
+
+    if not args.timeout > 0:
+        raise SettingsError(f"--timeout must be a positive number of seconds, not {args.timeout}")
+    report = check_health(SiftSettings(), timeout_s=args.timeout)
+    if args.as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print_health(Console(), report)
+    return 0 if report.healthy else 1
+
+
+def _run_ingress(args: argparse.Namespace) -> int:
+    try:
+        from producers.ingress.server import serve
+    except ImportError as err:
+        raise SettingsError(f"the ingress needs FastAPI and uvicorn ({err}): pip install 'sift[ingress]'") from err
+
+    return serve(SiftSettings(), host=args.host, port=args.port)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
