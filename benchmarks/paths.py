@@ -196,12 +196,17 @@ def cross_encoder_paths(
     ]
 
 
-def engine_with_budget(engine: Any, role: str, batch_tokens: int) -> Any:
-    """A copy of ``engine`` serving ``role`` with another ``batch_tokens`` (same weights, nothing reloaded)."""
+def engine_with_budget(engine: Any, role: str, batch_tokens: int, min_fill: float | None = None) -> Any:
+    """A copy of ``engine`` serving ``role`` with another token budget on its device (and ``min_fill``),
+    same weights, nothing reloaded."""
     from workers.engine.engine import Engine
 
     loaded = engine.models[role]
-    spec = loaded.spec.model_copy(update={"batch_tokens": batch_tokens})
+    field = "cpu_batch_tokens" if loaded.device.type == "cpu" else "batch_tokens"
+    update: dict[str, Any] = {field: batch_tokens}
+    if min_fill is not None:
+        update["min_fill"] = min_fill
+    spec = loaded.spec.model_copy(update=update)
     models = {**engine.models, role: dataclasses.replace(loaded, spec=spec)}
     return Engine(models, engine.registry, engine.policies, engine.limits, engine.worker, engine.retry)
 

@@ -180,16 +180,19 @@ def plot_sweep(path: Path, sweep: Sequence[dict[str, Any]], model: str, device: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    budgets = [row["batch_tokens"] for row in sweep]
-    rates = [row["items_per_s"] for row in sweep]
-    bounds = [row["bound_items_per_s"] for row in sweep]
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
-    ax.plot(budgets, rates, marker="o", label="sift engine (items/s)")
-    ax.plot(budgets, bounds, linestyle="--", color="grey", label="FLOP bound (items/s)")
-    for budget, rate, row in zip(budgets, rates, sweep, strict=True):
-        ax.annotate(
-            f"{row['percent_of_bound']:.0f}%", (budget, rate), textcoords="offset points", xytext=(0, 8), ha="center"
-        )
+    budgets = sorted({row["batch_tokens"] for row in sweep})
+    for min_fill in sorted({row.get("min_fill", 0.0) for row in sweep}, reverse=True):
+        rows = sorted((row for row in sweep if row.get("min_fill", 0.0) == min_fill), key=lambda r: r["batch_tokens"])
+        label = f"sift engine, min_fill {min_fill:g}" + (" (no padding-aware cut)" if min_fill == 0 else "")
+        xs = [row["batch_tokens"] for row in rows]
+        ys = [row["items_per_s"] for row in rows]
+        ax.plot(xs, ys, marker="o", label=label)
+        for x, y, row in zip(xs, ys, rows, strict=True):
+            share = f"{row['percent_of_bound']:.0f}%"
+            ax.annotate(share, (x, y), textcoords="offset points", xytext=(0, 8), ha="center")
+    bound = {row["batch_tokens"]: row["bound_items_per_s"] for row in sweep}
+    ax.plot(budgets, [bound[b] for b in budgets], linestyle="--", color="grey", label="FLOP bound (items/s)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(budgets)
     ax.set_xticklabels([str(b) for b in budgets])

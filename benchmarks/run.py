@@ -157,7 +157,9 @@ class Runner:
             ),
         )
         self.shapes = {role: flops.shape_from_config(engine.models[role].model.config) for role in (SENTIMENT, RERANK)}
-        self.engine_spec = {role: engine.models[role].spec for role in (SENTIMENT, RERANK)}
+        from workers.engine.forward import batch_limits
+
+        self.engine_limits = {role: batch_limits(engine.models[role]) for role in (SENTIMENT, RERANK)}
         texts = dataset.texts[: max(plan.sentiment_items, plan.realtime_items)]
         pairs = [(p.query, p.document) for p in dataset.pairs[: max(plan.rerank_items, plan.realtime_items)]]
         self.text_lengths = self._measured_lengths(engine, SENTIMENT, [(t, None) for t in texts])
@@ -227,13 +229,10 @@ class Runner:
 
     def _with_flops(self, result: paths.PathResult, role: str, lengths: Sequence[int], padded: bool) -> None:
         """Attach useful FLOPs (and padded FLOPs as the engine's batcher pads, when ``padded``); keep the row."""
-        from workers.batcher import BatchLimits
-
         shape = self.shapes[role]
         result.useful_flops = flops.total_flops(shape, lengths)
         if padded:
-            spec = self.engine_spec[role]
-            limits = BatchLimits(max_tokens=spec.batch_tokens, max_items=spec.max_batch_items)
+            limits = self.engine_limits[role]
             result.padded_flops = flops.total_flops(shape, flops.padded_lengths(lengths, self.chunk, limits))
         self.results.append(result)
 
@@ -244,7 +243,14 @@ class Runner:
         from sift.local import WorkerProcess
 
         bench_settings = settings.model_copy(
-            update={"redis_url": redis_url, "queue_prefix": f"bench-{uuid.uuid4().hex[:8]}", "registry": registry_path}
+            update={
+                "redis_url": redis_url,
+                "queue_prefix": f"bench-{uuid.uuid4().hex[:8]}",
+                "registry": registry_path,
+                # Every path scores the same texts: with the content-hash cache on, the queued paths would
+                # measure cache hits, not inference.
+                "cache_enabled": False,
+            }
         )
         log_path = self.args.out / "worker.log"
         log_path.unlink(missing_ok=True)
@@ -346,32 +352,40 @@ class Runner:
         )
 
     def _sweep(self, engine: Any, all_items: list[dict[str, Any]]) -> None:
-        from workers.batcher import BatchLimits
-
         items = all_items[: self.plan.sweep_items]
         lengths = self.text_lengths[: len(items)]
         useful = flops.total_flops(self.shapes[SENTIMENT], lengths)
-        for budget in self.plan.sweep_budgets:
-            variant = paths.engine_with_budget(engine, SENTIMENT, budget)
-            run = paths.run_engine(variant, SENTIMENT, "classify", items, sum(lengths), self.chunk, "sweep")
-            spec = variant.models[SENTIMENT].spec
-            limits = BatchLimits(max_tokens=spec.batch_tokens, max_items=spec.max_batch_items)
-            padded = flops.padded_lengths(lengths, self.chunk, limits)
-            self.sweep.append(
-                {
-                    "batch_tokens": budget,
-                    "max_batch_items": spec.max_batch_items,
-                    "items": len(items),
-                    "seconds": run.seconds,
-                    "items_per_s": run.items_per_s,
-                    "tokens_per_s": run.tokens_per_s,
-                    "job_p50_ms": run.p50_ms,
-                    "padding_efficiency": sum(lengths) / sum(padded),
-                    "useful_flops": useful,
-                    "useful_gflops_per_s": useful / run.seconds / 1e9,
-                }
-            )
-            self.console.log(f"  batch_tokens {budget}: {run.items_per_s:.1f} items/s")
+        default_fill = engine.models[SENTIMENT].spec.min_fill
+        # With the padding-aware cut (the default) and without it: what the cut is worth at each budget.
+        for min_fill in (default_fill, 0.0):
+            for budget in self.plan.sweep_budgets:
+                self._sweep_point(engine, items, lengths, useful, budget, min_fill)
+
+    def _sweep_point(
+        self, engine: Any, items: list[dict[str, Any]], lengths: list[int], useful: float, budget: int, min_fill: float
+    ) -> None:
+        from workers.engine.forward import batch_limits
+
+        variant = paths.engine_with_budget(engine, SENTIMENT, budget, min_fill)
+        run = paths.run_engine(variant, SENTIMENT, "classify", items, sum(lengths), self.chunk, "sweep")
+        limits = batch_limits(variant.models[SENTIMENT])
+        padded = flops.padded_lengths(lengths, self.chunk, limits)
+        self.sweep.append(
+            {
+                "batch_tokens": budget,
+                "min_fill": min_fill,
+                "max_batch_items": limits.max_items,
+                "items": len(items),
+                "seconds": run.seconds,
+                "items_per_s": run.items_per_s,
+                "tokens_per_s": run.tokens_per_s,
+                "job_p50_ms": run.p50_ms,
+                "padding_efficiency": sum(lengths) / sum(padded),
+                "useful_flops": useful,
+                "useful_gflops_per_s": useful / run.seconds / 1e9,
+            }
+        )
+        self.console.log(f"  batch_tokens {budget}, min_fill {min_fill}: {run.items_per_s:.1f} items/s")
 
     def _targets(self) -> list[report.Target]:
         def ratio(a: paths.PathResult | None, b: paths.PathResult | None) -> float | None:
