@@ -75,11 +75,10 @@ class SiftSettings(BaseSettings):
     """Workers serve Prometheus metrics on this port (``sift workers``: child i on port + i; 0: any free port)."""
     metrics_addr: str = "0.0.0.0"
     """Interface of the metrics server."""
-    forward_thread: bool = False
-    """Run forward passes on a thread of their own, so the worker takes in and tokenizes the next
-    messages meanwhile (for GPUs, where the device idles while the event loop tokenizes). Off by default:
-    with it on, a broker connection lost during a forward pass can hit a Celery 5.6 reconnection bug
-    that stops the worker (README, Known limits)."""
+    forward_thread: bool = True
+    """Run forward passes on a thread of their own, so the worker's event loop keeps reading the broker and
+    tokenizing the next messages meanwhile. Off: every pass blocks the loop, so a message Redis has already
+    handed over waits unread in the socket for the whole pass (lost if the worker is killed then)."""
     registry: Path | None = None
     """Model registry YAML; unset means the reference Hugging Face models."""
     policy: Path | None = None

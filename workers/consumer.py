@@ -37,6 +37,7 @@ from sift.dead_letters import DeadLetters
 from sift.results_store import ResultStore
 from sift.telemetry import WorkerMetrics
 from workers.gather import Gatherer, Held, Step, StepReport
+from workers.reconnect import give_back
 from workers.results import dead_letters_of, write_with_retry
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,9 @@ class MessagePump:
         for held in stranded:
             # Celery's wording, so a log reader sees this worker let go of each of them.
             log.warning("Task %s[%s] rejected: broker connection lost, redelivered", task.name, held.handle.task_id)
+        take_left_behind = getattr(consumer, "take_unacked_left_behind", None)
+        if stranded and take_left_behind is not None and take_left_behind():
+            give_back(consumer, [held.handle.message.delivery_tag for held in stranded])
         if task.paused_queue is not None:
             app.amqp.queues.select_add(app.amqp.queues[task.paused_queue])
             task.paused_queue = None
@@ -289,12 +293,14 @@ class MessagePump:
             if job is not None:
                 # After the results: a letter without its error result would be worse than none.
                 self.dead_letters.push(dead_letters_of(job, results))
+        runtime = time.monotonic() - handle.received
+        summary = {"items": len(results), "written": written}
+        # Logged before the ack, as Celery does (its pool logs success, then the consumer acks): a log that
+        # ends without this line means the message was never acked, so the broker still holds it.
+        log.info("Task %s[%s] succeeded in %.3fs: %r", self.task.name, handle.task_id, runtime, summary)
         # Ack now, not through Celery's call_soon promise: a warm shutdown may stop the loop before
         # a deferred ack runs, and a message whose results are written would be delivered again.
         handle.message.ack_log_error(log, self.consumer.connection_errors)
-        runtime = time.monotonic() - handle.received
-        summary = {"items": len(results), "written": written}
-        log.info("Task %s[%s] succeeded in %.3fs: %r", self.task.name, handle.task_id, runtime, summary)
         self._event("task-succeeded", handle, result=f"{len(results)} items", runtime=runtime)
 
     def _record(self, results: list[ItemResult], job: Job | None) -> None:

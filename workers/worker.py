@@ -116,6 +116,7 @@ def run_worker(settings: SiftSettings, options: WorkerOptions) -> int:
         f"on, {settings.cache_ttl_s} s" if cache.active else "off",
     )
     app = make_celery_app(settings)
+    app.conf.worker_consumer = "workers.reconnect:ReconnectingConsumer"
     connection = settings.redis_client()
     store = ResultStore(
         connection,
