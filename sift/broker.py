@@ -9,6 +9,9 @@ from sift.contract.jobs import Lane
 from sift.keys import queue_name
 from sift.settings import SiftSettings
 
+BRPOP_TIMEOUT_S = 0.1
+"""How long kombu's BRPOP blocks before it is sent again with the queues consumed now."""
+
 
 def make_celery_app(settings: SiftSettings) -> Celery:
     """Build the Celery app for ``settings``; producers send with it, workers consume with it."""
@@ -33,6 +36,9 @@ def make_celery_app(settings: SiftSettings) -> Celery:
             # Consume queues in the order given (realtime first): the real-time lane is drained
             # before bulk work is taken, instead of kombu's default round robin.
             "queue_order_strategy": "priority",
+            # kombu's BRPOP timeout (1 s by default). A worker that resumes its paused bulk intake is heard
+            # only when the BRPOP in flight (real-time lane only) returns: a short timeout bounds that idle gap.
+            "polling_interval": BRPOP_TIMEOUT_S,
         },
         # rediss://: verify the server (kombu's default for rediss without options is not to).
         broker_use_ssl=settings.redis_tls() or False,

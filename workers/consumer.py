@@ -31,7 +31,7 @@ from kombu.asynchronous.timer import Entry
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from sift.contract import ErrorCode, ErrorInfo, ItemResult, Job, Lane
+from sift.contract import ErrorCode, ErrorInfo, ItemResult, Job
 from sift.contract.items import describe_validation_error, item_key, printable
 from sift.dead_letters import DeadLetters
 from sift.results_store import ResultStore
@@ -264,7 +264,7 @@ class MessagePump:
         queue = self.task.bulk_queue
         if queue is None:
             return
-        enough = self.gatherer.buffered_tokens(Lane.BULK) >= self.gatherer.lookahead_tokens()
+        enough = self.gatherer.holds_enough_bulk()
         if enough and self.task.paused_queue is None:
             self.consumer.cancel_task_queue(queue)
             self.task.paused_queue = queue

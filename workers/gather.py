@@ -30,6 +30,12 @@ from workers.engine.forward import batch_limits
 
 LOOKAHEAD_BUDGETS = 4
 """Rows considered per step, in batch budgets: enough to sort by length, few enough to stay in order."""
+HOLD_BULK_S = 0.5
+"""Seconds of bulk work (at the measured speed) a worker holds before it pauses its bulk intake. A
+resumed intake is heard only when the broker's blocking read in flight returns (0.1 s, sift.broker):
+holding several of those keeps a fast model busy meanwhile."""
+RATE_SMOOTHING = 0.2
+"""Weight of the newest forward pass in each model's running tokens-per-second estimate."""
 
 
 @dataclass(eq=False)
@@ -90,6 +96,8 @@ class Gatherer:
         self._queues: dict[str, _RoleQueue] = {role: _RoleQueue() for role in engine.models}
         self._held: dict[int, Held] = {}
         self._generation = 0
+        self._tokens_per_s: dict[str, float] = {}
+        """Per model: unpadded tokens its forward passes get through per second (a running average)."""
 
     @property
     def held(self) -> int:
@@ -100,6 +108,26 @@ class Gatherer:
         """Unscored tokens (of one lane, or all): what the worker still has to compute for the messages it holds."""
         lanes = list(Lane) if lane is None else [lane]
         return sum(queue.tokens[one] for queue in self._queues.values() for one in lanes)
+
+    def bulk_work_s(self) -> float | None:
+        """Seconds the held bulk rows will take at each model's measured speed; None before any pass is timed."""
+        total = 0.0
+        for role, queue in self._queues.items():
+            tokens = queue.tokens[Lane.BULK]
+            if tokens:
+                rate = self._tokens_per_s.get(role)
+                if rate is None:
+                    return None
+                total += tokens / rate
+        return total
+
+    def holds_enough_bulk(self) -> bool:
+        """Whether the held bulk work keeps the device busy without more: ``lookahead`` budgets of tokens,
+        and :data:`HOLD_BULK_S` seconds of work once the speed is known. Flow control pauses bulk intake then."""
+        if self.buffered_tokens(Lane.BULK) < self.lookahead_tokens():
+            return False
+        seconds = self.bulk_work_s()
+        return seconds is None or seconds >= HOLD_BULK_S
 
     def lookahead_tokens(self) -> int:
         """Tokens worth holding so the device never waits for the next message: ``lookahead`` of the largest budget."""
@@ -168,6 +196,12 @@ class Gatherer:
         if step.generation != self._generation:
             # Drained while the forward pass ran: its messages were handed back already.
             return StepReport(step.role, 0, 0, 0, seconds, [])
+        if seconds > 0:
+            rate = sum(step.lengths) / seconds
+            previous = self._tokens_per_s.get(step.role)
+            self._tokens_per_s[step.role] = (
+                rate if previous is None else RATE_SMOOTHING * rate + (1 - RATE_SMOOTHING) * previous
+            )
         queue = self._queues[step.role]
         for (unit, _), length in zip(step.rows, step.lengths, strict=True):
             queue.tokens[unit.lane] -= length

@@ -14,7 +14,7 @@ from sift.contract import DEFAULT_LIMITS, ErrorCode, Job, Lane
 from workers.engine.engine import Engine
 from workers.engine.policy import load_policies
 from workers.engine.registry import load_registry
-from workers.gather import Gatherer, Held
+from workers.gather import HOLD_BULK_S, Gatherer, Held
 
 TEXTS = [
     f"message {i}: the delivery was {'late' if i % 2 else 'early'} and the box was {'x ' * (i % 7)}" for i in range(64)
@@ -148,3 +148,25 @@ def test_drain_hands_back_every_held_message(engine: Engine) -> None:
         admit(gatherer, job(f"d{i}", TEXTS[:4], Lane.BULK))
     assert sorted(held.handle for held in gatherer.drain()) == ["d0", "d1", "d2"]
     assert gatherer.held == 0 and gatherer.step() is None and gatherer.buffered_tokens() == 0
+
+
+def test_bulk_intake_pauses_on_lookahead_tokens_then_on_seconds_of_work_once_speed_is_known(engine: Engine) -> None:
+    gatherer = Gatherer(engine)
+    while gatherer.buffered_tokens(Lane.BULK) < gatherer.lookahead_tokens():
+        assert not gatherer.holds_enough_bulk(), "less than the lookahead: keep taking bulk messages"
+        admit(gatherer, job(f"b{gatherer.held}", TEXTS[:16], Lane.BULK))
+    assert gatherer.bulk_work_s() is None, "no pass timed yet"
+    assert gatherer.holds_enough_bulk(), "speed unknown: the lookahead alone decides"
+
+    report = gatherer.step()
+    assert report is not None and report.seconds > 0
+    seconds = gatherer.bulk_work_s()
+    assert seconds is not None and seconds > 0
+    # At the measured speed this backlog is worth `seconds`; pausing needs the lookahead and HOLD_BULK_S of work.
+    lookahead = gatherer.buffered_tokens(Lane.BULK) >= gatherer.lookahead_tokens()
+    assert gatherer.holds_enough_bulk() == (lookahead and seconds >= HOLD_BULK_S)
+    while not gatherer.holds_enough_bulk():
+        admit(gatherer, job(f"b{gatherer.held}", TEXTS[:16], Lane.BULK))
+    assert (gatherer.bulk_work_s() or 0.0) >= HOLD_BULK_S
+    gatherer.drain()
+    assert gatherer.bulk_work_s() == 0.0 and not gatherer.holds_enough_bulk()
