@@ -124,6 +124,13 @@ class WorkerMetrics:
             ["role"],
             registry=registry,
         )
+        self.cascade_items = Counter(
+            "sift_worker_cascade_items",
+            "Moderation items of a cascade policy answered by its small model (kept) or sent on to the policy's "
+            "model (escalated), by policy.",
+            ["policy", "outcome"],
+            registry=registry,
+        )
         self.gpu_memory_allocated = Gauge(
             "sift_worker_gpu_memory_allocated_bytes",
             "GPU memory held by tensors (torch.cuda.memory_allocated), read at scrape time.",
@@ -164,6 +171,10 @@ class WorkerMetrics:
         self.cache_hits.labels(role).inc(hits)
         self.cache_misses.labels(role).inc(misses)
         self.cache_duplicates.labels(role).inc(duplicates)
+
+    def record_cascade(self, policy: str, escalated: bool) -> None:
+        """One item of a cascade policy: answered by the small model, or escalated to the policy's model."""
+        self.cascade_items.labels(policy, "escalated" if escalated else "kept").inc()
 
     def watch_gpu_memory(self, device: str) -> bool:
         """Report ``device``'s memory at each scrape when it is a CUDA device; False (and nothing) on CPU."""

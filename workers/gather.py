@@ -144,11 +144,14 @@ class Gatherer:
             return held
         self._held[id(admission)] = held
         for unit in units:
-            queue = self._queues[unit.role]
-            lane = queue.realtime if unit.lane is Lane.REALTIME else queue.bulk
-            lane.append((unit, held.received))
-            queue.tokens[unit.lane] += sum(len(unit.input_ids[k]) for k in unit.todo)
+            self._enqueue(unit, held.received)
         return None
+
+    def _enqueue(self, unit: Unit, arrival: float) -> None:
+        queue = self._queues[unit.role]
+        lane = queue.realtime if unit.lane is Lane.REALTIME else queue.bulk
+        lane.append((unit, arrival))
+        queue.tokens[unit.lane] += sum(len(unit.input_ids[k]) for k in unit.todo)
 
     def due_in(self, now: float) -> float | None:
         """Seconds until a step should run: 0 when a model has a full batch or waited long enough; None if idle."""
@@ -207,6 +210,11 @@ class Gatherer:
             queue.tokens[unit.lane] -= length
         queue.realtime = [entry for entry in queue.realtime if entry[0].todo]
         queue.bulk = [entry for entry in queue.bulk if entry[0].todo]
+        # A cascade's unsure items go on to the policy's model, keeping their place in line.
+        unsure = {id(unit): unit for unit, _ in step.rows if unit.needs_escalation}
+        for unit in self.engine.escalate(unsure.values()):
+            held = self._held.get(id(unit.admission))
+            self._enqueue(unit, held.received if held is not None else time.monotonic())
         completed = [held for held in self._held.values() if held.admission.done]
         for held in completed:
             del self._held[id(held.admission)]

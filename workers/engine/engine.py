@@ -34,7 +34,7 @@ from workers.engine.forward import NO_RETRY, Encoded, RetryPolicy, encode, score
 from workers.engine.heads import Pair, UnsupportedModel, check_supported, head_output, sequences_for
 from workers.engine.loading import LoadedModel, load_model
 from workers.engine.logit_cache import CachedLogits, LogitCache, dedupe, model_key_for
-from workers.engine.policy import Policy, PolicySet
+from workers.engine.policy import Cascade, Policy, PolicySet
 from workers.engine.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,10 @@ class Unit:
     failures: dict[int, str] = field(default_factory=dict)
     cache_keys: list[str] = field(default_factory=list)
     """The logit cache's key of each row; empty when the cache is off. Keys, not texts: 44 bytes a row."""
+    escalate_to: str | None = None
+    """Set on the first stage of a cascade policy: the role that answers the item if this small model is unsure."""
+    needs_escalation: bool = False
+    """Scored, and unsure: the item waits for :meth:`Engine.escalate` to send it to ``escalate_to``."""
 
     @property
     def lane(self) -> Lane:
@@ -101,6 +105,7 @@ class _Accepted:
     item: Item
     policy: Policy | None
     sequences: list[Pair]
+    escalate_to: str | None = None
 
 
 @dataclass
@@ -175,11 +180,13 @@ class Engine:
     def run(self, job: Job) -> list[ItemResult]:
         """Answer every item of ``job``: a prediction or a clear per-item error, in item order."""
         admission, units = self.admit(job)
-        by_role: dict[str, list[Row]] = defaultdict(list)
-        for unit in units:
-            by_role[unit.role] += [(unit, row) for row in unit.todo]
-        for role, rows in by_role.items():
-            self.forward(role, rows)
+        while units:  # twice for the items a cascade escalates, else once
+            by_role: dict[str, list[Row]] = defaultdict(list)
+            for unit in units:
+                by_role[unit.role] += [(unit, row) for row in unit.todo]
+            for role, rows in by_role.items():
+                self.forward(role, rows)
+            units = self.escalate(units)
         return self.results(admission)
 
     def admit(self, job: Job) -> tuple[Admission, list[Unit]]:
@@ -243,6 +250,26 @@ class Engine:
             self._answer(unit)
         return completed
 
+    def escalate(self, units: Iterable[Unit]) -> list[Unit]:
+        """Second stage of a cascade: the units among ``units`` whose small model was unsure, tokenized for the
+        policy's model. Returns the new units with rows to score (those the cache answers in full are answered
+        here); call it on the thread that admits jobs, after the forward pass that scored ``units``."""
+        waiting: dict[tuple[int, str], tuple[Admission, list[_Accepted]]] = {}
+        for unit in units:
+            if not unit.needs_escalation or unit.escalate_to is None or unit.policy is None:
+                continue
+            unit.needs_escalation = False
+            member = _Accepted(unit.index, unit.item, unit.policy, sequences_for(unit.item, unit.policy))
+            waiting.setdefault((id(unit.admission), unit.escalate_to), (unit.admission, []))[1].append(member)
+        fresh: list[Unit] = []
+        for (_, role), (admission, accepted) in waiting.items():
+            for unit in self._tokenize(admission, role, accepted):
+                if unit.todo:
+                    fresh.append(unit)
+                else:
+                    self._answer(unit)
+        return fresh
+
     def results(self, admission: Admission) -> list[ItemResult]:
         """The item results of an answered job, in item order."""
         job = admission.job
@@ -276,6 +303,11 @@ class Engine:
                 policy = self._policy_for(item)
                 role = self._role_for(task, job.model, policy)
                 check_supported(item, self.models[role].info)
+                escalate_to = None
+                if policy is not None and policy.cascade is not None and job.model is None:
+                    # A cascade: the small model answers first; the policy's model only where it is unsure.
+                    escalate_to, role = role, self._role_for(task, policy.cascade.model, policy)
+                    check_supported(item, self.models[role].info)
                 sequences = sequences_for(item, policy)
             except ItemRejected as rejected:
                 outcomes[index]["error"] = rejected.error
@@ -286,7 +318,7 @@ class Engine:
             except Exception as err:  # noqa: BLE001 - validation should have caught it; cost only this item
                 outcomes[index]["error"] = _error(ErrorCode.INVALID_INPUT, f"cannot expand this item: {err!r}")
                 continue
-            by_role[role].append(_Accepted(index, item, policy, sequences))
+            by_role[role].append(_Accepted(index, item, policy, sequences, escalate_to))
         return by_role
 
     def _tokenize(self, admission: Admission, role: str, accepted: list[_Accepted]) -> list[Unit]:
@@ -333,6 +365,7 @@ class Engine:
                     logits=logits,
                     todo=todo,
                     cache_keys=keys,
+                    escalate_to=member.escalate_to,
                 )
             )
         return units
@@ -352,6 +385,13 @@ class Engine:
     def _answer(self, unit: Unit) -> None:
         """Turn a fully scored unit's logits into its item's outcome."""
         info = self.models[unit.role].info
+        cascade = unit.policy.cascade if unit.policy is not None and unit.escalate_to is not None else None
+        if cascade is not None and unit.policy is not None:
+            unsure = bool(unit.failures) or self._unsure(unit, info, cascade)
+            self.metrics.record_cascade(unit.policy.name, escalated=unsure)
+            if unsure:
+                unit.needs_escalation = True  # still pending: escalate() hands it to the policy's model
+                return
         outcome = unit.admission.outcomes[unit.index]
         outcome.update({"model": info.role, "model_source": info.source, "revision": info.revision})
         if unit.failures:
@@ -365,6 +405,18 @@ class Engine:
                 log.exception("head failed on an item of %s", unit.role)
                 outcome["error"] = _error(ErrorCode.INFERENCE_FAILED, f"post-processing failed: {err!r}")
         unit.admission.pending -= 1
+
+    def _unsure(self, unit: Unit, info: Any, cascade: Cascade) -> bool:
+        """Whether the small model's answer to ``unit`` lies too close to a threshold to keep."""
+        try:
+            moderation = head_output(unit.item, unit.logits, info, unit.policy).moderation
+        except Exception:  # a head bug on the small model: let the policy's model answer
+            log.exception("head failed on an item of %s; escalating it", unit.role)
+            return True
+        if moderation is None:
+            return True
+        categories = moderation.categories
+        return cascade.is_unsure([c.score for c in categories], [c.threshold for c in categories])
 
     def _policy_for(self, item: Item) -> Policy | None:
         if not isinstance(item, ModerateItem):

@@ -21,8 +21,24 @@ class Category(BaseModel):
     threshold: float = Field(ge=0.0, le=1.0)
 
 
+class Cascade(BaseModel):
+    """Score with a small NLI model first; only the items it is unsure of go on to the policy's model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(min_length=1)
+    """Registry role of the small NLI model that scores every item first."""
+    margin: float = Field(ge=0.0, le=1.0)
+    """An item is escalated when any category's small-model score lies within this of the category's threshold
+    (0: never escalate; 1: always)."""
+
+    def is_unsure(self, scores: list[float], thresholds: list[float]) -> bool:
+        """Whether a small-model answer is too close to a threshold to keep."""
+        return any(abs(score - threshold) < self.margin for score, threshold in zip(scores, thresholds, strict=True))
+
+
 class Policy(BaseModel):
-    """A named, versioned set of categories scored by one NLI model role."""
+    """A named, versioned set of categories scored by one NLI model role (optionally after a cascade)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -31,6 +47,18 @@ class Policy(BaseModel):
     version: int = Field(ge=1)
     model: str = Field(min_length=1)
     categories: dict[str, Category] = Field(min_length=1)
+    cascade: Cascade | None = None
+    """Optional: a small model that answers the items it is sure of, so only the rest cost ``model``."""
+
+    @model_validator(mode="after")
+    def _cascade_is_another_model(self) -> Policy:
+        if self.cascade is not None and self.cascade.model == self.model:
+            raise ValueError(f"policy cascade model {self.cascade.model!r} is the policy's own model")
+        return self
+
+    def without_cascade(self) -> Policy:
+        """The same policy scored by its own model alone (to measure what the cascade changes)."""
+        return self.model_copy(update={"cascade": None})
 
 
 class PolicySet(BaseModel):
