@@ -25,7 +25,7 @@ demo: setup  ## private Redis + one worker + backfill of examples/, summary tabl
 	$(BIN)/sift demo
 
 test: setup  ## unit and integration tests (integration tests start their own redis-server and workers)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 lint: setup
 	$(BIN)/ruff check .
