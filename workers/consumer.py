@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -107,6 +108,9 @@ class MessagePump:
         self._next_at = 0.0
         self._inflight: tuple[Step, Future[Any], float] | None = None
         self._wake_read = self._wake_write = -1
+        # Held while the forward thread writes to the pipe and while retire() closes it: a closed pipe's
+        # descriptor number may be reused at once (by a new broker socket), which must never get that byte.
+        self._wake_lock = threading.Lock()
         hub = self._hub = getattr(consumer, "hub", None)
         if task.forward_thread and hub is not None:
             if task.executor is None:
@@ -185,8 +189,9 @@ class MessagePump:
 
     def _wake(self, _future: Future[Any]) -> None:
         # On the forward thread: one byte makes the hub call _on_forward_done on the loop's thread.
-        with contextlib.suppress(OSError):
-            os.write(self._wake_write, b"x")
+        with self._wake_lock, contextlib.suppress(OSError):
+            if self._wake_write >= 0:
+                os.write(self._wake_write, b"x")
 
     def _on_forward_done(self) -> None:
         """Event-loop callback: the forward thread finished a pass; answer what it completed."""
@@ -232,10 +237,11 @@ class MessagePump:
             with contextlib.suppress(Exception):
                 if self._hub is not None:
                     self._hub.remove_reader(self._wake_read)
-            for fd in (self._wake_read, self._wake_write):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            self._wake_read = self._wake_write = -1
+            with self._wake_lock:
+                for fd in (self._wake_read, self._wake_write):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                self._wake_read = self._wake_write = -1
         self._cancel_next()
 
     def _regulate(self) -> None:
