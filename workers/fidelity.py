@@ -1,6 +1,7 @@
 """Fidelity report: does each inference path of sift give the models' own answers?
 
-For every registry role and every inference path sift offers (``fp32``, ``bf16``, ``int8``; ``fp16`` on request),
+For every registry role and every inference path sift offers (``fp32``, ``bf16``, ``int8``, ``onnx``; ``fp16`` on
+request),
 the role is loaded through sift's own :class:`~workers.engine.engine.Engine` (so the report measures sift's real
 code path: tokenization, token-budget batching, padding, heads) and its answers are compared item by item with plain
 transformers fp32 inference: the ``text-classification`` pipeline for classify roles, a bare forward + softmax for
@@ -8,11 +9,13 @@ NLI, the ``zero-shot-classification`` pipeline for zero-shot and sentence-transf
 rerank. Per (role, path, dataset) it reports the label agreement (top label; for rerank the top-ranked document, and
 the full ranking order besides) and the largest absolute score difference.
 
-Bars: fp32 must agree on 100% with every score within :data:`EXACT_TOLERANCE`; any other path that sift uses by
-default must agree on at least :data:`FAITHFUL_AGREEMENT` percent, else it must not be the default.
+Bars: fp32 (torch, or ONNX Runtime: ``onnx``) must agree on 100% with every score within :data:`EXACT_TOLERANCE`;
+any other path that sift uses by default must agree on at least :data:`FAITHFUL_AGREEMENT` percent, else it must not
+be the default.
 
 Data: held-out tweets of a sentiment build (never trained on) and deterministic generated texts, text pairs and
-rerank queries (see :func:`generated_dataset`). ONNX Runtime is not offered by sift, so there is no ONNX path.
+rerank queries (see :func:`generated_dataset`). The ``onnx`` path (``cpu_runtime: onnx``) runs on the CPU only and
+needs the ``onnx`` extra; without it, it is reported as skipped.
 
 Run ``python -m workers.fidelity --help``.
 """
@@ -37,32 +40,39 @@ import torch
 from sift.contract import DEFAULT_LIMITS, ItemResult, Job, TaskName
 from sift.settings import cache_dir
 from workers.engine.engine import Engine
-from workers.engine.loading import resolve_dtype
+from workers.engine.loading import resolve_dtype, resolve_runtime
+from workers.engine.onnx_runtime import OnnxUnavailable, missing_packages
 from workers.engine.policy import load_policies
 from workers.engine.registry import ModelSpec, Registry, load_registry
 
 log = logging.getLogger(__name__)
 
 EXACT_TOLERANCE = 1e-4
-"""Largest score difference allowed on the fp32 path."""
+"""Largest score difference allowed on the fp32 paths (torch and ONNX Runtime)."""
 FAITHFUL_AGREEMENT = 99.5
 """Label agreement (percent) a non-fp32 default path needs."""
 
 PATHS: dict[str, dict[str, str]] = {
-    "fp32": {"dtype": "float32", "quantize": "none"},
-    "bf16": {"dtype": "bfloat16", "quantize": "none"},
-    "int8": {"dtype": "float32", "quantize": "int8"},
-    "fp16": {"dtype": "float16", "quantize": "none"},
+    "fp32": {"dtype": "float32", "quantize": "none", "cpu_runtime": "torch"},
+    "bf16": {"dtype": "bfloat16", "quantize": "none", "cpu_runtime": "torch"},
+    "int8": {"dtype": "float32", "quantize": "int8", "cpu_runtime": "torch"},
+    "fp16": {"dtype": "float16", "quantize": "none", "cpu_runtime": "torch"},
+    "onnx": {"dtype": "float32", "quantize": "none", "cpu_runtime": "onnx"},
 }
 """Each inference path as the :class:`ModelSpec` fields that select it."""
-DEFAULT_PATHS = ("fp32", "bf16", "int8")
+DEFAULT_PATHS = ("fp32", "bf16", "int8", "onnx")
+EXACT_PATHS = ("fp32", "onnx")
+"""Paths that compute in float32 like the reference, so their bar is :data:`EXACT`."""
 
 EXACT = "exact (≤1e-4)"
 FAITHFUL = "faithful (≥99.5%)"
 NOT_FAITHFUL = "NOT faithful"
 SKIPPED = "skipped"
 
-ONNX_NOTE = "ONNX Runtime is not offered by sift: there is no ONNX path to measure."
+ONNX_NOTE = (
+    "onnx: ONNX Runtime fp32 on the CPU (cpu_runtime: onnx; exported once with torch.onnx and cached); "
+    "float32 arithmetic, so its bar is exact like torch fp32's."
+)
 RANDOM_WEIGHTS_NOTE = (
     "† random-weight offline stand-in: its labels are meaningless, but its agreement is still meaningful "
     "(same weights, different arithmetic)."
@@ -539,7 +549,13 @@ class FidelityRow:
 
 
 def default_path(spec: ModelSpec, device: torch.device) -> str:
-    """The path sift serves ``spec`` with on ``device`` (``dtype: auto`` is bf16 on CUDA, fp32 elsewhere)."""
+    """The path sift serves ``spec`` with on ``device`` (``dtype: auto`` is bf16 on CUDA, fp32 elsewhere; ``onnx``
+    where ``cpu_runtime`` selects ONNX Runtime on the CPU)."""
+    try:
+        if resolve_runtime(spec, device) == "onnx":
+            return "onnx"
+    except OnnxUnavailable:
+        return "onnx"  # cpu_runtime: onnx that cannot run here: the check reports it as not measured
     if spec.quantize == "int8":
         return "int8"
     names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -550,6 +566,12 @@ def path_unsupported(path: str, device: torch.device) -> str | None:
     """Why ``path`` cannot run on ``device`` here, or ``None`` when it can."""
     if path not in PATHS:
         return f"unknown path {path!r} (known: {', '.join(PATHS)})"
+    if path == "onnx":
+        if device.type != "cpu":
+            return "ONNX Runtime runs on the CPU only in sift"
+        if missing := missing_packages():
+            return f"needs {', '.join(missing)}: pip install 'sift[onnx]'"
+        return None
     if path == "int8":
         if device.type != "cpu":
             return "int8 dynamic quantization runs on the CPU only"
@@ -660,11 +682,12 @@ class DefaultCheck:
 def check_defaults(
     rows: Sequence[FidelityRow], registry: Registry, roles: Sequence[str], device: torch.device
 ) -> list[DefaultCheck]:
-    """For each role: its default path's bar (fp32: exact; any other: faithful) and whether every dataset meets it."""
+    """For each role: its default path's bar (fp32 and onnx: exact; any other: faithful) and whether every dataset
+    meets it."""
     checks = []
     for role in roles:
         path = default_path(registry.models[role], device)
-        bar = EXACT if path == "fp32" else FAITHFUL
+        bar = EXACT if path in EXACT_PATHS else FAITHFUL
         measured = [r for r in rows if r.role == role and r.path == path]
         if not measured or any(r.skipped for r in measured):
             why = next((r.skipped for r in measured if r.skipped), None) or "not measured"

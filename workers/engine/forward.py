@@ -154,7 +154,7 @@ def _release_device_memory(err: Exception) -> None:
 
 
 def forward_batch(loaded: LoadedModel, encoded: Encoded, batch: list[int]) -> np.ndarray:
-    """Pad ``batch`` to its longest sequence, run one forward pass, return float32 logits."""
+    """Pad ``batch`` to its longest sequence, run one forward pass (torch or ORT), return float32 logits."""
     longest = max(len(encoded.input_ids[i]) for i in batch)
     pad_id = loaded.tokenizer.pad_token_id or 0
     ids = np.full((len(batch), longest), pad_id, dtype=np.int64)
@@ -167,6 +167,8 @@ def forward_batch(loaded: LoadedModel, encoded: Encoded, batch: list[int]) -> np
         if encoded.token_type_ids is not None:
             types[row, : len(sequence)] = encoded.token_type_ids[index]
     arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    if loaded.onnx is not None:
+        return loaded.onnx.run(arrays)
     inputs = {name: torch.from_numpy(arrays[name]).to(loaded.device) for name in loaded.input_names}
     with torch.inference_mode():
         logits = loaded.model(**inputs).logits

@@ -13,7 +13,9 @@ from typing import Any
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
+from sift.settings import cache_dir
 from workers.engine.heads import ModelInfo
+from workers.engine.onnx_runtime import OnnxSession, OnnxUnavailable, load_onnx, missing_packages
 from workers.engine.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,14 @@ class LoadedModel:
     max_length: int
     input_names: tuple[str, ...]
     """The tokenizer outputs the model's ``forward`` accepts (DistilBERT takes no token_type_ids)."""
+    onnx: OnnxSession | None = None
+    """The ONNX Runtime session that serves this model instead of ``model`` (``cpu_runtime``), if any. ``model``
+    then keeps its structure and config but no weights (on the meta device): ORT holds its own copy."""
+
+    @property
+    def runtime(self) -> str:
+        """``onnx`` or ``torch``: what computes the logits."""
+        return "torch" if self.onnx is None else "onnx"
 
 
 def resolve_dtype(spec_dtype: str, device: torch.device) -> torch.dtype:
@@ -43,9 +53,28 @@ def resolve_dtype(spec_dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[spec_dtype]
 
 
+def resolve_runtime(spec: ModelSpec, device: torch.device) -> str:
+    """``onnx`` or ``torch`` for ``spec`` on ``device`` (see :attr:`ModelSpec.cpu_runtime`).
+
+    Raises :class:`OnnxUnavailable` when ``cpu_runtime: onnx`` cannot run here (a missing package, or not fp32).
+    """
+    if device.type != "cpu" or spec.cpu_runtime == "torch":
+        return "torch"
+    fp32 = resolve_dtype(spec.dtype, device) is torch.float32 and spec.quantize == "none"
+    missing = missing_packages()
+    if spec.cpu_runtime == "onnx":
+        if not fp32:
+            raise OnnxUnavailable(f"cpu_runtime onnx serves float32 only, not {spec.dtype} / quantize {spec.quantize}")
+        if missing:
+            raise OnnxUnavailable(f"cpu_runtime onnx needs {', '.join(missing)}: pip install 'sift[onnx]'")
+        return "onnx"
+    return "onnx" if fp32 and not missing else "torch"
+
+
 def load_model(role: str, spec: ModelSpec, device: torch.device) -> LoadedModel:
     """Load ``spec`` for ``role``: a hub id (downloaded once into the HF cache) or a local path."""
     dtype = resolve_dtype(spec.dtype, device)
+    runtime = resolve_runtime(spec, device)
     tokenizer = AutoTokenizer.from_pretrained(spec.source, revision=spec.revision)
     model = AutoModelForSequenceClassification.from_pretrained(spec.source, revision=spec.revision, dtype=dtype)
     model.to(device).eval()
@@ -65,16 +94,32 @@ def load_model(role: str, spec: ModelSpec, device: torch.device) -> LoadedModel:
         activation=_cross_encoder_activation(config),
         note=spec.note,
     )
+    onnx = _onnx_session(role, spec, model, input_names) if runtime == "onnx" else None
     log.info(
-        "loaded %s from %s (rev %s) on %s as %s, labels %s",
+        "loaded %s from %s (rev %s) on %s as %s with %s, labels %s",
         role,
         spec.source,
         info.revision,
         device,
         dtype,
+        "onnxruntime" if onnx is not None else "torch",
         list(info.id2label.values()),
     )
-    return LoadedModel(info, spec, model, tokenizer, device, dtype, max_length, input_names)
+    return LoadedModel(info, spec, model, tokenizer, device, dtype, max_length, input_names, onnx)
+
+
+def _onnx_session(role: str, spec: ModelSpec, model: torch.nn.Module, names: tuple[str, ...]) -> OnnxSession | None:
+    """The ORT session serving ``model``; with ``cpu_runtime: auto``, None (torch serves) when the export fails."""
+    try:
+        session = load_onnx(model, names, cache_dir() / "onnx", torch.get_num_threads())
+    except Exception as err:
+        if spec.cpu_runtime == "onnx":
+            raise
+        log.warning("%s: ONNX Runtime unavailable (%s: %s); serving it with torch", role, type(err).__name__, err)
+        return None
+    # The session holds its own copy of the weights: free torch's (the module keeps its config and structure).
+    model.to(torch.device("meta"))
+    return session
 
 
 def quantize_int8(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

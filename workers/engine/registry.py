@@ -31,6 +31,10 @@ class ModelSpec(BaseModel):
     quantize: Literal["none", "int8"] = "none"
     """``int8``: dynamic int8 quantization of the linear layers (CPU only). Use only where the
     fidelity report shows it agrees with fp32 on your data."""
+    cpu_runtime: Literal["torch", "onnx", "auto"] = "torch"
+    """What runs the model on a CPU: ``torch``; ``onnx``: ONNX Runtime fp32 (the ``onnx`` extra; exported once and
+    cached, checked against torch at load); ``auto``: onnx where that extra is installed and the path is fp32, torch
+    otherwise. On a GPU sift always runs torch (``dtype: auto`` serves bf16 there)."""
     max_length: int = Field(default=512, ge=8)
     batch_tokens: int = Field(default=16_384, ge=64)
     """Padded tokens per forward pass on a GPU."""
@@ -43,6 +47,15 @@ class ModelSpec(BaseModel):
     """How long a worker holds a part-full batch for items from more messages before it runs it anyway."""
     note: str | None = None
     """Free text shown in logs and the demo (e.g. "random weights: labels are meaningless")."""
+
+    @model_validator(mode="after")
+    def _onnx_serves_fp32(self) -> ModelSpec:
+        if self.cpu_runtime == "onnx" and (self.dtype in ("bfloat16", "float16") or self.quantize != "none"):
+            raise ValueError(
+                f"cpu_runtime onnx serves float32 only, not dtype {self.dtype} / quantize {self.quantize}: "
+                "use dtype auto or float32 with quantize none, or cpu_runtime torch or auto"
+            )
+        return self
 
     def tokens_per_batch(self, device_type: str) -> int:
         """The padded-token budget of one forward pass on a device of this type (``cpu`` or ``cuda``)."""

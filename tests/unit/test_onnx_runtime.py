@@ -1,0 +1,160 @@
+"""``cpu_runtime: onnx``: ONNX Runtime serves the same logits as torch fp32 (1e-4), exports once, refuses a bad export,
+and workers without the ``onnx`` extra still work."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from sift.contract import DEFAULT_LIMITS, Job
+from sift.settings import SettingsError
+from workers.engine.engine import Engine
+from workers.engine.forward import encode, score
+from workers.engine.loading import LoadedModel, load_model, resolve_runtime
+from workers.engine.onnx_runtime import (
+    OnnxUnavailable,
+    cached_export,
+    check_against_torch,
+    export_key,
+    missing_packages,
+    open_session,
+)
+from workers.engine.policy import load_policies
+from workers.engine.registry import ModelSpec, Registry, load_registry
+
+MISSING = missing_packages()
+needs_onnx = pytest.mark.skipif(
+    bool(MISSING), reason=f"the ONNX path needs {', '.join(MISSING)} (pip install 'sift[onnx]')"
+)
+TOL = 1e-4
+CPU = torch.device("cpu")
+TEXTS = [
+    "I absolutely loved this film, the acting was superb.",
+    "ok",
+    "Terrible service. We waited an hour and the food was cold.",
+    "Ce produit est vraiment excellent, je le recommande. 🙂 great stuff!!!",
+    "The quarterly report shows revenue grew by 12% while costs stayed flat. " * 60,  # truncated at 512 tokens
+]
+PAIRS = [(text, "This text is about food.") for text in TEXTS]
+
+
+@pytest.fixture(scope="module")
+def registry(offline_registry: Path) -> Registry:
+    return load_registry(offline_registry)
+
+
+def _load(registry: Registry, role: str, runtime: str) -> LoadedModel:
+    torch.set_num_threads(2)
+    spec = registry.models[role].model_copy(update={"cpu_runtime": runtime})
+    return load_model(role, spec, CPU)
+
+
+@needs_onnx
+@pytest.mark.parametrize("role", ["sentiment", "nli", "rerank"])
+def test_onnx_logits_match_torch_fp32(registry: Registry, role: str) -> None:
+    """DistilBERT (no token types), TinyBERT NLI (3 labels, pairs) and the bert-tiny cross-encoder (1 logit)."""
+    torch_model = _load(registry, role, "torch")
+    onnx_model = _load(registry, role, "onnx")
+    assert (torch_model.runtime, onnx_model.runtime) == ("torch", "onnx")
+    sequences = [(t, None) for t in TEXTS] if role == "sentiment" else list(PAIRS)
+    encoded = encode(torch_model, sequences)
+    assert max(encoded.lengths) == 512 and min(encoded.lengths) <= 10  # one full-length sequence, one tiny
+    want, got = score(torch_model, encoded), score(onnx_model, encoded)
+    assert not want.failures and not got.failures
+    assert got.logits.shape == want.logits.shape == (len(sequences), torch_model.info.num_labels)
+    np.testing.assert_allclose(got.logits, want.logits, atol=TOL, rtol=0)
+    assert not np.array_equal(got.logits, want.logits)  # really another runtime, not torch again
+
+
+@needs_onnx
+def test_engine_on_onnx_answers_like_torch(registry: Registry) -> None:
+    def answers(runtime: str) -> list:
+        torch.set_num_threads(2)
+        models = {r: s.model_copy(update={"cpu_runtime": runtime}) for r, s in registry.models.items()}
+        variant = registry.model_copy(update={"models": models})
+        engine = Engine.load(variant, ["sentiment", "rerank"], CPU, load_policies(), DEFAULT_LIMITS, "test")
+        texts = [{"id": str(i), "text": t} for i, t in enumerate(TEXTS)]
+        query = [{"id": "q", "query": "is the food good?", "documents": TEXTS}]
+        classify = Job(job_id="c", task="classify", items=texts, enqueued_at=time.time())
+        rerank = Job(job_id="r", task="rerank", items=query, enqueued_at=time.time())
+        return engine.run(classify) + engine.run(rerank)
+
+    for want, got in zip(answers("torch"), answers("onnx"), strict=True):
+        assert got.error is None and want.error is None
+        assert (got.label, got.truncated) == (want.label, want.truncated)
+        if want.ranking is not None:
+            assert [d.index for d in got.ranking] == [d.index for d in want.ranking]
+            np.testing.assert_allclose([d.score for d in got.ranking], [d.score for d in want.ranking], atol=TOL)
+        else:
+            np.testing.assert_allclose([s.score for s in got.scores], [s.score for s in want.scores], atol=TOL)
+
+
+@needs_onnx
+def test_export_is_cached_keyed_on_the_weights_and_checked(registry: Registry, tmp_path: Path) -> None:
+    loaded = _load(registry, "rerank", "torch")
+    model, names = loaded.model, loaded.input_names
+    path = cached_export(model, names, tmp_path)
+    written = path.stat().st_mtime_ns
+    started = time.perf_counter()
+    assert cached_export(model, names, tmp_path) == path  # the second worker finds it
+    assert path.stat().st_mtime_ns == written and time.perf_counter() - started < 5.0
+    assert [p.name for p in tmp_path.iterdir()] == [path.parent.name]  # no staging directory left behind
+
+    session = open_session(path, threads=1)
+    assert check_against_torch(session, model, names) <= TOL
+    with torch.no_grad():
+        model.classifier.bias += 0.5  # what serving a stale export of retrained weights would look like
+    assert export_key(model, names) != path.parent.name  # retrained weights are a new export...
+    with pytest.raises(OnnxUnavailable, match="differs from torch"):
+        check_against_torch(session, model, names)  # ...and a stale one is refused
+
+
+@needs_onnx
+def test_onnx_model_frees_torch_weights_and_reports_its_runtime(registry: Registry) -> None:
+    loaded = _load(registry, "rerank", "onnx")
+    assert loaded.onnx is not None and loaded.runtime == "onnx"
+    assert all(p.device.type == "meta" for p in loaded.model.parameters())  # ORT holds the only copy
+    assert loaded.model.config.num_labels == 1  # the config is still there for whoever reads it
+    scored = score(loaded, encode(loaded, [("q", "d"), ("a longer query", "and a longer document")]))
+    assert not scored.failures and np.isfinite(scored.logits).all() and scored.logits.shape == (2, 1)
+
+
+def test_onnx_is_float32_only_and_cpu_only(offline_registry: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cpu_runtime onnx serves float32 only"):
+        ModelSpec(source="x", cpu_runtime="onnx", dtype="bfloat16")
+    with pytest.raises(ValueError, match="cpu_runtime onnx serves float32 only"):
+        ModelSpec(source="x", cpu_runtime="onnx", quantize="int8")
+    registry = yaml.safe_load(offline_registry.read_text())
+    registry["models"]["rerank"].update(cpu_runtime="onnx", quantize="int8")
+    bad = tmp_path / "registry.yaml"
+    bad.write_text(yaml.safe_dump(registry))
+    with pytest.raises(SettingsError, match="rerank"):
+        load_registry(bad)
+    with pytest.raises(SettingsError, match="cpu_runtime"):
+        load_registry(offline_registry, environ={"SIFT_MODELS__RERANK__CPU_RUNTIME": "tensorrt"})
+    # auto picks ORT only for plain fp32 on the CPU; a GPU always runs torch (dtype auto: bf16 there).
+    assert resolve_runtime(ModelSpec(source="x", cpu_runtime="onnx"), torch.device("cuda")) == "torch"
+    assert resolve_runtime(ModelSpec(source="x", cpu_runtime="auto", dtype="bfloat16"), CPU) == "torch"
+    assert resolve_runtime(ModelSpec(source="x", cpu_runtime="auto"), CPU) == ("torch" if MISSING else "onnx")
+    assert resolve_runtime(ModelSpec(source="x"), CPU) == "torch"
+
+
+def test_without_the_onnx_extra_auto_serves_torch_and_onnx_says_what_to_install(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if `pip install 'sift[onnx]'` had not been run
+    assert "onnxruntime" in missing_packages()
+    with pytest.raises(OnnxUnavailable, match=r"pip install 'sift\[onnx\]'"):
+        resolve_runtime(ModelSpec(source="x", cpu_runtime="onnx"), CPU)
+    loaded = _load(registry, "rerank", "auto")
+    assert loaded.runtime == "torch" and loaded.onnx is None
+    encoded = encode(loaded, [("q", "d")])
+    assert np.isfinite(score(loaded, encoded).logits).all()
+    with pytest.raises(OnnxUnavailable, match="onnxruntime"):
+        _load(registry, "rerank", "onnx")
