@@ -22,8 +22,10 @@ from workers.engine.onnx_runtime import (
     cached_export,
     check_against_torch,
     export_key,
+    export_onnx,
     missing_packages,
     open_session,
+    probe_inputs,
 )
 from workers.engine.policy import load_policies
 from workers.engine.registry import ModelSpec, Registry, load_registry
@@ -113,6 +115,35 @@ def test_export_is_cached_keyed_on_the_weights_and_checked(registry: Registry, t
     assert export_key(model, names) != path.parent.name  # retrained weights are a new export...
     with pytest.raises(OnnxUnavailable, match="differs from torch"):
         check_against_torch(session, model, names)  # ...and a stale one is refused
+
+
+@needs_onnx
+def test_a_token_type_blind_export_is_refused_even_from_the_cache(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Why nli and rerank failed: a graph without ``token_type_ids`` (an exporter that dropped the input, or a stale
+    file of an export made without it) gives torch's logits on single texts, where every segment id is 0, so a probe
+    of single texts passed it, and it then scored every pair as one segment. The probe now holds pairs."""
+    loaded = _load(registry, "rerank", "torch")
+    assert "token_type_ids" in loaded.input_names
+    # Written where this model's export is cached, as a stale file of an export made without token_type_ids.
+    monkeypatch.setenv("SIFT_CACHE_DIR", str(tmp_path))
+    blind = tmp_path / "onnx" / export_key(loaded.model, loaded.input_names) / "model.onnx"
+    blind.parent.mkdir(parents=True)
+    export_onnx(loaded.model, ("input_ids", "attention_mask"), blind)
+    session = open_session(blind, threads=1)
+    assert session.input_names == ("input_ids", "attention_mask")
+    single = {**probe_inputs(), "token_type_ids": torch.zeros_like(probe_inputs()["token_type_ids"])}
+    with torch.inference_mode():
+        want = loaded.model(**single).logits.numpy()
+    np.testing.assert_allclose(session.run({k: v.numpy() for k, v in single.items()}), want, atol=TOL)  # blind spot
+    with pytest.raises(OnnxUnavailable, match="differs from torch"):
+        check_against_torch(session, loaded.model, loaded.input_names)
+
+    # Found in the cache at load: never served. auto falls back to torch (with a warning), onnx refuses to start.
+    assert _load(registry, "rerank", "auto").runtime == "torch"
+    with pytest.raises(OnnxUnavailable, match="differs from torch"):
+        _load(registry, "rerank", "onnx")
 
 
 @needs_onnx

@@ -5,7 +5,9 @@ shapes into transformers' attention masks and gives wrong logits on other shapes
 dynamic, so one file serves every padded batch the batcher plans. Files are cached under
 ``<cache>/onnx/<key>/`` where the key hashes the weights themselves (plus the model class, config, inputs and the
 torch and transformers versions): a worker exports once, and a retrained model with the same file sizes is never
-served from a stale export. Each session is checked against torch on a padded probe batch before it is used.
+served from a stale export. Each session is checked against torch on a padded probe batch of text pairs (segment
+ids 0 and 1, as the NLI and rerank roles send) before it is used, and a graph that does not take an input the model
+reads (``token_type_ids``) is refused: served, it would silently score every pair as if it were one segment.
 
 ``onnxruntime``, ``onnx`` and ``onnxscript`` are optional (the ``onnx`` extra) and imported only here, lazily.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -31,8 +34,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = 1
-"""Bump when the export changes: files cached by another version are exported again."""
+EXPORT_VERSION = 2
+"""Bump when the export changes: files cached by another version are exported again. (2: probe with segment ids,
+key on the exporter's package versions; version-1 files may be token-type blind.)"""
 REQUIRED = ("onnxruntime", "onnx", "onnxscript")
 """Packages of the ``onnx`` extra: ORT runs the graph; onnx and onnxscript are what torch's exporter needs."""
 INSTALL_HINT = "pip install 'sift[onnx]' (onnxruntime, onnx, onnxscript)"
@@ -97,6 +101,8 @@ def export_key(model: torch.nn.Module, input_names: tuple[str, ...]) -> str:
         "export_version": EXPORT_VERSION,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        # torch's exporter writes the graph with onnxscript (and onnx); another version is another graph.
+        "exporter": {name: _version(name) for name in ("onnxscript", "onnx")},
         "class": type(model).__name__,
         "config": config.to_json_string(use_diff=False) if config is not None else None,
         "inputs": list(input_names),
@@ -105,11 +111,37 @@ def export_key(model: torch.nn.Module, input_names: tuple[str, ...]) -> str:
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def _example_inputs(input_names: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    # Batch 2 and length 7: neither 0 nor 1, which torch.export would specialise into constants.
-    ids = torch.tensor([[101, 7592, 2088, 2003, 1037, 3231, 102], [101, 7592, 102, 0, 0, 0, 0]])
-    arrays = {"input_ids": ids, "attention_mask": (ids != 0).long(), "token_type_ids": torch.zeros_like(ids)}
+    # Batch 2 and length 7: neither 0 nor 1, which torch.export would specialise into constants. The first row is a
+    # text pair (segment ids 0 then 1), so the token-type embedding is visibly part of the traced computation.
+    ids = torch.tensor([[101, 7592, 102, 2088, 2003, 1037, 102], [101, 7592, 102, 0, 0, 0, 0]])
+    types = torch.tensor([[0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0]])
+    arrays = {"input_ids": ids, "attention_mask": (ids != 0).long(), "token_type_ids": types}
     return {name: arrays[name] for name in input_names}
+
+
+def probe_inputs() -> dict[str, torch.Tensor]:
+    """The probe batch :func:`check_against_torch` compares on: batch 3, length 11, padding, and text pairs.
+
+    Other shapes than the export's example, so that a graph that baked a shape in is caught; segment ids 1 on the
+    second text of each pair, so that a graph that ignores ``token_type_ids`` (an export that dropped the input, or
+    one made without it) is caught too: on single texts (all segment ids 0) it gives torch's logits exactly.
+    """
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 20000, (3, 11), generator=generator)
+    types = torch.zeros_like(ids)
+    ids[:, 0] = 101
+    ids[0, 4], ids[0, -1], types[0, 5:] = 102, 102, 1  # pair: 3 + 5 tokens, no padding
+    ids[1, 3], ids[1, 5], ids[1, 6:], types[1, 4:6] = 102, 102, 0, 1  # pair: 2 + 1 tokens, then padding
+    ids[2, 2], ids[2, 3:] = 102, 0  # one text, then padding
+    return {"input_ids": ids, "attention_mask": (ids != 0).long(), "token_type_ids": types}
 
 
 EXPORTER_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx")
@@ -200,15 +232,13 @@ def open_session(path: Path, threads: int) -> OnnxSession:
 def check_against_torch(onnx: OnnxSession, model: torch.nn.Module, input_names: tuple[str, ...]) -> float:
     """Largest logit difference between ``onnx`` and ``model`` on a padded probe batch; raises past the tolerance.
 
-    The probe has other shapes than the export's example (batch 3, length 11, padding), so an export that baked a
-    shape in is caught here rather than in production.
+    The probe (:func:`probe_inputs`) has other shapes than the export's example and holds text pairs, so an export
+    that baked a shape in or ignores the segment ids is caught here rather than in production. A graph that takes an
+    input ``model`` is not given, or lacks one that changes ``model``'s logits, is refused too.
     """
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, 20000, (3, 11), generator=generator)
-    ids[:, 0], ids[0, -1] = 101, 102
-    ids[1, 6:], ids[1, 5] = 0, 102
-    ids[2, 3:], ids[2, 2] = 0, 102
-    arrays = {"input_ids": ids, "attention_mask": (ids != 0).long(), "token_type_ids": torch.zeros_like(ids)}
+    if unknown := [name for name in onnx.input_names if name not in input_names]:
+        raise OnnxUnavailable(f"the ONNX export {onnx.path} takes {unknown}, which {type(model).__name__} is not given")
+    arrays = probe_inputs()
     with torch.inference_mode():
         want = model(**{name: arrays[name] for name in input_names}).logits.float().numpy()
     got = onnx.run({name: tensor.numpy() for name, tensor in arrays.items()})
@@ -226,5 +256,8 @@ def load_onnx(model: torch.nn.Module, input_names: tuple[str, ...], cache_root: 
     path = cached_export(model, input_names, cache_root)
     session = open_session(path, threads)
     difference = check_against_torch(session, model, input_names)
+    if dropped := [name for name in input_names if name not in session.input_names]:
+        # The probe gave torch's logits without them, so the model does not read them (e.g. one segment type).
+        log.info("the ONNX graph of %s does not take %s: the model does not read them", path, dropped)
     log.info("ONNX Runtime session on %s (%d threads): probe logits within %.1e of torch", path, threads, difference)
     return session
