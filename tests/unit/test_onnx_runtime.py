@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +107,7 @@ def test_export_is_cached_keyed_on_the_weights_and_checked(registry: Registry, t
     started = time.perf_counter()
     assert cached_export(model, names, tmp_path) == path  # the second worker finds it
     assert path.stat().st_mtime_ns == written and time.perf_counter() - started < 5.0
-    assert [p.name for p in tmp_path.iterdir()] == [path.parent.name]  # no staging directory left behind
+    assert [p.name for p in tmp_path.iterdir() if p.suffix != ".lock"] == [path.parent.name]  # no staging left
 
     session = open_session(path, threads=1)
     assert check_against_torch(session, model, names) <= TOL
@@ -115,6 +116,29 @@ def test_export_is_cached_keyed_on_the_weights_and_checked(registry: Registry, t
     assert export_key(model, names) != path.parent.name  # retrained weights are a new export...
     with pytest.raises(OnnxUnavailable, match="differs from torch"):
         check_against_torch(session, model, names)  # ...and a stale one is refused
+
+
+@needs_onnx
+def test_workers_starting_together_export_once(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many workers loading the same model on a cold cache: one exports, the others wait for its file."""
+    from workers.engine import onnx_runtime
+
+    loaded = _load(registry, "rerank", "torch")
+    exports: list[Path] = []
+    real_export = onnx_runtime.export_onnx
+
+    def counted(model: torch.nn.Module, names: tuple[str, ...], path: Path) -> None:
+        exports.append(path)
+        real_export(model, names, path)
+
+    monkeypatch.setattr(onnx_runtime, "export_onnx", counted)
+    with ThreadPoolExecutor(3) as pool:  # flock excludes separate opens of the lock file, threads or processes
+        paths = list(pool.map(lambda _: cached_export(loaded.model, loaded.input_names, tmp_path), range(3)))
+    assert len(exports) == 1 and len(set(paths)) == 1 and paths[0].is_file()
+    session = open_session(paths[0], threads=1)
+    assert check_against_torch(session, loaded.model, loaded.input_names) <= TOL
 
 
 @needs_onnx

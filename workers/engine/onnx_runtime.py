@@ -14,6 +14,7 @@ reads (``token_type_ids``) is refused: served, it would silently score every pai
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib
 import importlib.metadata
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -185,31 +187,50 @@ def export_onnx(model: torch.nn.Module, input_names: tuple[str, ...], path: Path
         )
 
 
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) while the block runs."""
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def cached_export(model: torch.nn.Module, input_names: tuple[str, ...], cache_root: Path) -> Path:
     """The ONNX file of ``model`` under ``cache_root``, exported first when no worker has done so yet.
 
-    Each export is written to a private staging directory and renamed into place, so workers starting together
-    never read a half-written file: the first rename wins and the others drop their copy.
+    Workers that start together on a cold cache take turns on a lock per key: the first exports, the others wait
+    and use its file, so a machine pays each export once, not once per worker. The export is written to a staging
+    directory and renamed into place, so no worker ever reads a half-written file (and where the lock does not
+    hold, e.g. across machines sharing a network cache, the first rename wins and the others drop their copy).
     """
     key = export_key(model, input_names)
     final = cache_root / key
     if (final / MODEL_FILE).is_file():
         return final / MODEL_FILE
     cache_root.mkdir(parents=True, exist_ok=True)
-    staging = cache_root / f".{key}.building-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        log.info("exporting %s to ONNX under %s (once per model and version)", type(model).__name__, final)
-        export_onnx(model, input_names, staging / MODEL_FILE)
-        try:
-            staging.rename(final)
-        except OSError:
-            if not (final / MODEL_FILE).is_file():
-                raise
-            log.info("another worker exported %s first; using its file", key)
-    finally:
+    with _exclusive(cache_root / f".{key}.lock"):
+        if (final / MODEL_FILE).is_file():
+            log.info("another worker exported %s while this one waited; using its file", key)
+            return final / MODEL_FILE
+        staging = cache_root / f".{key}.building-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        try:
+            started = time.perf_counter()
+            log.info("exporting %s to ONNX under %s (once per model and version)", type(model).__name__, final)
+            export_onnx(model, input_names, staging / MODEL_FILE)
+            try:
+                staging.rename(final)
+            except OSError:
+                if not (final / MODEL_FILE).is_file():
+                    raise
+                log.info("another worker exported %s first; using its file", key)
+            log.info("exported %s in %.1f s", key, time.perf_counter() - started)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return final / MODEL_FILE
 
 
