@@ -712,7 +712,7 @@ FULL = Plan(
     rounds=3,
 )
 QUICK = Plan(
-    distilbert=(12, 8), tinybert=(0, 0), bert_tiny=(384, 256), real_generated=(0, 0), real_tweets=(64, 32), rounds=2
+    distilbert=(12, 8), tinybert=(96, 64), bert_tiny=(384, 256), real_generated=(0, 0), real_tweets=(64, 32), rounds=2
 )
 
 
