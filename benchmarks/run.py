@@ -145,7 +145,16 @@ class Runner:
         self.chunk = settings.chunk_size
         cache = cache_dir()
         registry_path = self.phase("offline models", lambda: build_offline_models(cache / "offline-models"))
+        # The stand-ins are built for torch; serve them the way the shipped registry serves their roles (ONNX
+        # Runtime on a CPU with the onnx extra, by `cpu_runtime: auto`). Set in the environment, so the queued
+        # worker serves the same. An explicit SIFT_MODELS__<ROLE>__CPU_RUNTIME wins.
+        shipped = load_registry()
+        for role in (SENTIMENT, RERANK):
+            os.environ.setdefault(f"SIFT_MODELS__{role.upper()}__CPU_RUNTIME", shipped.models[role].cpu_runtime)
         registry = load_registry(registry_path)
+        from workers.engine.loading import resolve_runtime
+
+        self.runtimes = {role: resolve_runtime(registry.models[role], device) for role in (SENTIMENT, RERANK)}
         dtype = resolve_dtype(registry.models[SENTIMENT].dtype, device)
         dataset = self.phase("inputs", lambda: data.generate(plan.dataset, data.bert_token_counter(), args.seed))
         size = args.matmul_size or (8192 if device.type == "cuda" else 2048)
@@ -203,6 +212,7 @@ class Runner:
             "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
             "cpu": f"{cpu_model()}, {cores} cores, torch threads {torch.get_num_threads()}",
             "versions": f"python {platform.python_version()}, torch {torch.__version__}",
+            "runtime": ", ".join(f"{SHAPE_NAMES[role]} {name}" for role, name in self.runtimes.items()),
             "dtype": str(dtype).removeprefix("torch."),
             "matmul": [asdict(m) for m in self.matmul],
             "texts": asdict(summarize_lengths(self.text_lengths[: plan.sentiment_items])),
@@ -463,6 +473,7 @@ class Runner:
             ("device", f"{self.facts['device']}, {self.facts['dtype']}"),
             ("cpu", self.facts["cpu"]),
             ("versions", self.facts["versions"]),
+            ("runtime", self.facts["runtime"]),
             (
                 "matmul",
                 f"{first.size}x{first.size} {first.dtype}, {first.threads} threads: "
