@@ -154,7 +154,8 @@ def test_ctrl_c_keeps_what_arrived_and_says_how_to_resume(
     source.write_text(json.dumps({"id": "waits", "text": "no worker takes me"}) + "\nnot json\n")
     out = tmp_path / "results.parquet"
     args = ["backfill", str(source), "--task", "classify", "--out", str(out), "--no-progress"]
-    env = cli_env(redis_url=settings.redis_url, queue_prefix=prefix)
+    # faulthandler: if the interrupted CLI hangs, SIGABRT makes it print where every thread is.
+    env = {**cli_env(redis_url=settings.redis_url, queue_prefix=prefix), "PYTHONFAULTHANDLER": "1"}
     process = subprocess.Popen(
         [sift_executable(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -163,7 +164,12 @@ def test_ctrl_c_keeps_what_arrived_and_says_how_to_resume(
         wait_until(lambda: raw_redis.hlen(store) == 1, timeout_s=60, what="the bad line's result in Redis")
         time.sleep(1.0)  # into the wait for results
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=30)
+        try:
+            _, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            _, stderr = process.communicate(timeout=10)
+            pytest.fail(f"sift backfill did not exit within 30 s of Ctrl-C; its threads:\n{stderr[-6000:]}")
     finally:
         process.kill()
         raw_redis.delete(queue_name(prefix, Lane.BULK), store)
