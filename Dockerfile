@@ -51,8 +51,9 @@ ARG TORCH_VERSION=2.13.0
 RUN pip install "torch==${TORCH_VERSION}"
 
 COPY . .
-# torch is already satisfied, so this only adds sift and its worker extras.
-RUN pip install ".[worker]" \
+# torch is already satisfied, so this only adds sift, its worker extras and ONNX Runtime (CPU workers serve it:
+# `cpu_runtime: auto`; a GPU worker runs torch).
+RUN pip install ".[worker,onnx]" \
     && python -c "import torch, transformers" \
     && sift --help > /dev/null
 
