@@ -157,7 +157,14 @@ def test_ctrl_c_keeps_what_arrived_and_says_how_to_resume(
     # faulthandler: if the interrupted CLI hangs, SIGABRT makes it print where every thread is.
     env = {**cli_env(redis_url=settings.redis_url, queue_prefix=prefix), "PYTHONFAULTHANDLER": "1"}
     process = subprocess.Popen(
-        [sift_executable(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sift_executable(), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As from a terminal. A test run started in the background (`pytest &`, as some CI runners do) ignores
+        # SIGINT, the child inherits that, and Python then never raises KeyboardInterrupt.
+        preexec_fn=_default_sigint,
     )
     try:
         store = results_key(prefix, backfill_job_id(source, TaskName.CLASSIFY, None))
@@ -180,3 +187,7 @@ def test_ctrl_c_keeps_what_arrived_and_says_how_to_resume(
     assert not out.exists()
     [kept] = read_results(partial_path(out))
     assert kept.id == "line-2" and kept.error and kept.error.code == ErrorCode.INVALID_JSON
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
