@@ -49,6 +49,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.run import cpu_model, loadavg
+
 FAITHFUL_AGREEMENT = 99.5
 """Percent of items whose label (rerank: top document) must match the reference's."""
 RERANK_GROUP = 8
@@ -716,14 +718,6 @@ QUICK = Plan(
 )
 
 
-def loadavg() -> str:
-    """``/proc/loadavg``."""
-    try:
-        return Path("/proc/loadavg").read_text().strip()
-    except OSError:
-        return "unavailable"
-
-
 MODELS = ("distilbert", "tinybert", "bert-tiny", "minilm")
 """``--models`` names: the two stand-ins and the real sentiment model."""
 
@@ -868,7 +862,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     decisions = [decide(rows, role) for role in dict.fromkeys(row.workload.role for row in rows)]
     flags = cpu_flags()
     facts = {
-        "cpu": f"{_cpu_model()}, {cores} cores, flags {flags}",
+        "cpu": f"{cpu_model()}, {cores} cores, flags {flags}",
         "versions": f"python {platform.python_version()}, torch {torch.__version__}, transformers "
         f"{transformers.__version__}, onnxruntime {_version('onnxruntime')}",
         "load_average_before": load_before,
@@ -908,16 +902,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.out / "cpu_paths.partial.json").unlink(missing_ok=True)
     console.print(f"wrote {path}")
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _version(distribution: str) -> str:
