@@ -13,8 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from sift.contract import ItemResult
 from sift.local import WorkerProcess
 from sift.settings import SiftSettings
 
@@ -84,3 +86,33 @@ def run_sift(args: list[str], env: dict[str, str], timeout_s: float = 120) -> su
 def squash(text: str) -> str:
     """Collapse whitespace, so that rich's line wrapping does not split what a test looks for."""
     return " ".join(text.split())
+
+
+SCORE_TOL = 1e-5
+"""Largest score difference between two computations of the same answer (batching, padding, thread counts)."""
+
+
+def assert_same_answer(got: ItemResult, want: ItemResult, tol: float = SCORE_TOL) -> None:
+    """The same answer: id, error, label, model, truncation, scores, ranking and moderation (scores within ``tol``;
+    0 when both came from the very same logits)."""
+    assert (got.id, got.error, got.label, got.truncated, got.model) == (
+        want.id,
+        want.error,
+        want.label,
+        want.truncated,
+        want.model,
+    )
+    assert [s.label for s in got.scores] == [s.label for s in want.scores]
+    np.testing.assert_allclose([s.score for s in got.scores], [s.score for s in want.scores], atol=tol, rtol=0)
+    if want.ranking is None:
+        assert got.ranking is None
+    else:
+        assert got.ranking is not None
+        assert [d.index for d in got.ranking] == [d.index for d in want.ranking]
+        np.testing.assert_allclose([d.score for d in got.ranking], [d.score for d in want.ranking], atol=tol, rtol=0)
+    assert (got.moderation is None) == (want.moderation is None)
+    if got.moderation is not None and want.moderation is not None:
+        assert got.moderation.flagged == want.moderation.flagged
+        for g, w in zip(got.moderation.categories, want.moderation.categories, strict=True):
+            assert (g.category, g.threshold, g.flagged) == (w.category, w.threshold, w.flagged)
+            np.testing.assert_allclose(g.score, w.score, atol=tol, rtol=0)

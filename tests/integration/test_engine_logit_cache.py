@@ -7,21 +7,19 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 import redis
 import torch
 from prometheus_client import CollectorRegistry
-from sift_it_helpers import redis_url_of
+from sift_it_helpers import assert_same_answer, redis_url_of
 
-from sift.contract import DEFAULT_LIMITS, ErrorCode, ItemResult, Job
+from sift.contract import DEFAULT_LIMITS, ErrorCode, Job
 from sift.telemetry import WorkerMetrics
 from workers.engine.engine import Engine
 from workers.engine.logit_cache import LogitCache
 from workers.engine.policy import load_policies
 from workers.engine.registry import Registry
 
-TOL = 1e-5
 LONG_TEXT = "word " * 2000
 """Cut at the model's max length: its result says ``truncated``, from the cache too."""
 
@@ -77,26 +75,6 @@ def counted(registry: CollectorRegistry, what: str, role: str) -> float:
     return registry.get_sample_value(f"sift_worker_cache_{what}_total", {"role": role}) or 0.0
 
 
-def assert_same(got: ItemResult, want: ItemResult, exact: bool = False) -> None:
-    """The same answer; ``exact`` when both came from the very same logits."""
-    tol = 0.0 if exact else TOL
-    assert (got.id, got.error, got.label, got.truncated, got.model) == (
-        want.id,
-        want.error,
-        want.label,
-        want.truncated,
-        want.model,
-    )
-    assert [s.label for s in got.scores] == [s.label for s in want.scores]
-    np.testing.assert_allclose([s.score for s in got.scores], [s.score for s in want.scores], atol=tol, rtol=0)
-    if want.ranking is None:
-        assert got.ranking is None
-    else:
-        assert got.ranking is not None
-        assert [d.index for d in got.ranking] == [d.index for d in want.ranking]
-        np.testing.assert_allclose([d.score for d in got.ranking], [d.score for d in want.ranking], atol=tol, rtol=0)
-
-
 JOBS: dict[str, tuple[str | None, list[Any]]] = {
     "nli": (
         None,
@@ -137,9 +115,9 @@ def test_answers_with_the_cache_equal_answers_without(
 
     assert [r.error.code if r.error else None for r in reference].count(None) >= len(items) - 1
     for got, want in zip(first, reference, strict=True):
-        assert_same(got, want)
+        assert_same_answer(got, want)
     for got, want in zip(second, first, strict=True):
-        assert_same(got, want, exact=True)  # the very logits the first run scored
+        assert_same_answer(got, want, tol=0.0)  # the very logits the first run scored
     scored = counted(registry_of_metrics, "misses", role)
     assert scored > 0
     assert counted(registry_of_metrics, "hits", role) - hits_before == scored, "every sequence hit the second time"
@@ -159,7 +137,7 @@ def test_a_job_answered_from_the_cache_never_reaches_the_model(cached: Engine, m
     admission, units = cached.admit(again)
     assert units == [] and admission.done, "every item was answered at admission"
     for got, want in zip(cached.results(admission), first, strict=True):
-        assert_same(got, want, exact=True)
+        assert_same_answer(got, want, tol=0.0)
 
 
 def test_repeated_sequences_are_scored_once(
@@ -231,5 +209,5 @@ def test_labels_and_multi_label_are_applied_after_the_cache(plain: Engine, cache
     changed = [{"id": "b", "text": text, "labels": ["sports", "food", "tech"], "multi_label": True}]
     [got] = cached.run(job("zero_shot", changed, "nli"))
     [want] = plain.run(job("zero_shot", changed, "nli"))
-    assert_same(got, want)
+    assert_same_answer(got, want)
     assert {s.label for s in got.scores} == {"sports", "food", "tech"}

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
-from sift_it_helpers import cli_env, new_job_id, run_sift, start_worker, wait_until
+from sift_it_helpers import assert_same_answer, cli_env, new_job_id, run_sift, start_worker, wait_until
 
 from producers.client import SiftClient
 from sift.contract import ErrorCode, ItemResult, Lane
@@ -29,7 +29,6 @@ from sift.settings import SiftSettings
 pytestmark = pytest.mark.integration
 
 RESULT_TIMEOUT_S = 60
-TOL = 1e-5
 MODELS = "sentiment,zero_shot"
 """classify, zero_shot and moderate; nli's model is left out, so an nli job is answered model_not_loaded."""
 CACHE_TTL_S = 600
@@ -114,24 +113,6 @@ def answers(client: SiftClient, task: str, items: list[dict[str, Any]], model: s
     assert handle.rejected == [] and handle.submitted == len(items)
     results = client.wait(handle, timeout_s=RESULT_TIMEOUT_S)
     return [results[item["id"]] for item in items]
-
-
-def assert_same_answer(got: ItemResult, want: ItemResult, tol: float = TOL) -> None:
-    assert (got.id, got.error, got.label, got.truncated, got.model) == (
-        want.id,
-        want.error,
-        want.label,
-        want.truncated,
-        want.model,
-    )
-    assert [s.label for s in got.scores] == [s.label for s in want.scores]
-    assert [s.score for s in got.scores] == pytest.approx([s.score for s in want.scores], abs=tol)
-    assert (got.moderation is None) == (want.moderation is None)
-    if got.moderation is not None and want.moderation is not None:
-        assert got.moderation.flagged == want.moderation.flagged
-        for g, w in zip(got.moderation.categories, want.moderation.categories, strict=True):
-            assert (g.category, g.threshold, g.flagged) == (w.category, w.threshold, w.flagged)
-            assert g.score == pytest.approx(w.score, abs=tol)
 
 
 def fresh_texts(count: int) -> list[str]:
