@@ -11,7 +11,7 @@ import pytest
 import redis
 import torch
 from prometheus_client import CollectorRegistry
-from sift_it_helpers import assert_same_answer, redis_url_of
+from sift_it_helpers import assert_same_answer
 
 from sift.contract import DEFAULT_LIMITS, ErrorCode, Job
 from sift.telemetry import WorkerMetrics
@@ -36,13 +36,6 @@ def plain(registry: Registry) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def cache_redis(redis_server: Any) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url_of(redis_server))
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def prefix() -> str:
     return f"engine-cache-{uuid.uuid4().hex[:8]}"
 
@@ -53,7 +46,7 @@ def registry_of_metrics() -> CollectorRegistry:
 
 
 @pytest.fixture
-def cached(plain: Engine, cache_redis: redis.Redis, prefix: str, registry_of_metrics: CollectorRegistry) -> Engine:
+def cached(plain: Engine, raw_redis: redis.Redis, prefix: str, registry_of_metrics: CollectorRegistry) -> Engine:
     """The same loaded models behind a cache of their own (a fresh key prefix per test)."""
     return Engine(
         plain.models,
@@ -62,7 +55,7 @@ def cached(plain: Engine, cache_redis: redis.Redis, prefix: str, registry_of_met
         plain.limits,
         "cached",
         plain.retry,
-        cache=LogitCache(cache_redis, prefix=prefix, ttl_s=60),
+        cache=LogitCache(raw_redis, prefix=prefix, ttl_s=60),
         metrics=WorkerMetrics(registry_of_metrics),
     )
 

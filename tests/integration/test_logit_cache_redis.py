@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -26,19 +25,12 @@ MODEL_KEY = "test-model"
 
 
 @pytest.fixture
-def client(redis_server: Any) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url_of(redis_server))
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
 def prefix() -> str:
     return f"lc-{uuid.uuid4().hex[:8]}"
 
 
-def test_logits_come_back_bit_for_bit_with_their_truncation_flags(client: redis.Redis, prefix: str) -> None:
-    cache = LogitCache(client, prefix, ttl_s=600)
+def test_logits_come_back_bit_for_bit_with_their_truncation_flags(raw_redis: redis.Redis, prefix: str) -> None:
+    cache = LogitCache(raw_redis, prefix, ttl_s=600)
     sequences = [("first", None), ("second", "a hypothesis"), ("third", None)]
     logits = np.array([[0.1, -2.5e-40, 7.0], [3.4028235e38, -0.0, 1e-7], [1 / 3, 2 / 3, -1.0]], dtype=np.float32)
     assert cache.store(MODEL_KEY, sequences, logits, [False, True, False]) == 3
@@ -49,8 +41,8 @@ def test_logits_come_back_bit_for_bit_with_their_truncation_flags(client: redis.
     assert (cache.hits, cache.misses, cache.hit_rate) == (3, 0, 1.0)
 
 
-def test_only_sequences_already_scored_hit(client: redis.Redis, prefix: str) -> None:
-    cache = LogitCache(client, prefix, ttl_s=600)
+def test_only_sequences_already_scored_hit(raw_redis: redis.Redis, prefix: str) -> None:
+    cache = LogitCache(raw_redis, prefix, ttl_s=600)
     cache.store(MODEL_KEY, [("seen", None)], np.ones((1, 2), np.float32), [False])
     found = cache.lookup(MODEL_KEY, [("seen", None), ("unseen", None), ("seen", "as a pair")])
     assert [entry is not None for entry in found] == [True, False, False]
@@ -59,32 +51,32 @@ def test_only_sequences_already_scored_hit(client: redis.Redis, prefix: str) -> 
     assert cache.hit_rate == pytest.approx(0.25)
 
 
-def test_entries_carry_the_ttl_and_expire_after_it(client: redis.Redis, prefix: str) -> None:
-    cache = LogitCache(client, prefix, ttl_s=600)
+def test_entries_carry_the_ttl_and_expire_after_it(raw_redis: redis.Redis, prefix: str) -> None:
+    cache = LogitCache(raw_redis, prefix, ttl_s=600)
     cache.store(MODEL_KEY, [("kept", None)], np.zeros((1, 2), np.float32), [False])
-    assert 595 <= client.ttl(sequence_key(prefix, MODEL_KEY, ("kept", None))) <= 600
+    assert 595 <= raw_redis.ttl(sequence_key(prefix, MODEL_KEY, ("kept", None))) <= 600
 
-    short = LogitCache(client, prefix, ttl_s=1)
+    short = LogitCache(raw_redis, prefix, ttl_s=1)
     short.store(MODEL_KEY, [("fleeting", None)], np.zeros((1, 2), np.float32), [False])
     assert short.lookup(MODEL_KEY, [("fleeting", None)]) != [None]
     time.sleep(1.2)
     assert short.lookup(MODEL_KEY, [("fleeting", None)]) == [None]
 
 
-def test_failed_rows_are_not_cached(client: redis.Redis, prefix: str) -> None:
-    cache = LogitCache(client, prefix, ttl_s=600)
+def test_failed_rows_are_not_cached(raw_redis: redis.Redis, prefix: str) -> None:
+    cache = LogitCache(raw_redis, prefix, ttl_s=600)
     logits = np.array([[1.0, 2.0], [np.nan, np.nan], [np.inf, 0.0]], dtype=np.float32)
     sequences = [("fine", None), ("raised", None), ("overflowed", None)]
     assert cache.store(MODEL_KEY, sequences, logits, [False] * 3) == 1
     assert [entry is not None for entry in cache.lookup(MODEL_KEY, sequences)] == [True, False, False]
 
 
-def test_a_disabled_cache_neither_reads_nor_writes(client: redis.Redis, prefix: str) -> None:
-    LogitCache(client, prefix, ttl_s=600).store(MODEL_KEY, [("x", None)], np.zeros((1, 2), np.float32), [False])
-    disabled = LogitCache(client, prefix, ttl_s=600, enabled=False)
+def test_a_disabled_cache_neither_reads_nor_writes(raw_redis: redis.Redis, prefix: str) -> None:
+    LogitCache(raw_redis, prefix, ttl_s=600).store(MODEL_KEY, [("x", None)], np.zeros((1, 2), np.float32), [False])
+    disabled = LogitCache(raw_redis, prefix, ttl_s=600, enabled=False)
     assert disabled.lookup(MODEL_KEY, [("x", None)]) == [None]
     assert disabled.store(MODEL_KEY, [("y", None)], np.zeros((1, 2), np.float32), [False]) == 0
-    assert client.exists(sequence_key(prefix, MODEL_KEY, ("y", None))) == 0
+    assert raw_redis.exists(sequence_key(prefix, MODEL_KEY, ("y", None))) == 0
 
 
 def test_workers_share_entries_and_zero_shot_jobs_share_hypotheses(redis_server: Any, prefix: str) -> None:
@@ -112,9 +104,9 @@ def test_workers_share_entries_and_zero_shot_jobs_share_hypotheses(redis_server:
         second.close()
 
 
-def test_callers_that_keep_keys_instead_of_texts_see_the_same_entries(client: redis.Redis, prefix: str) -> None:
+def test_callers_that_keep_keys_instead_of_texts_see_the_same_entries(raw_redis: redis.Redis, prefix: str) -> None:
     # A gathering engine keeps each row's key (44 bytes) from admission to its forward pass, not the text.
-    cache = LogitCache(client, prefix, ttl_s=600)
+    cache = LogitCache(raw_redis, prefix, ttl_s=600)
     keys = cache.keys(MODEL_KEY, [("by key", None), ("by text", None)])
     assert cache.store_keys(keys[:1], np.array([[1.0, 2.0]], np.float32), [True]) == 1
     cache.store(MODEL_KEY, [("by text", None)], np.array([[3.0, 4.0]], np.float32), [False])
@@ -126,7 +118,7 @@ def test_callers_that_keep_keys_instead_of_texts_see_the_same_entries(client: re
     assert cache.lookup(MODEL_KEY, [("by key", None)])[0] is not None
 
 
-def test_the_cache_can_live_in_a_redis_of_its_own(redis_server: Any, client: redis.Redis, prefix: str) -> None:
+def test_the_cache_can_live_in_a_redis_of_its_own(redis_server: Any, raw_redis: redis.Redis, prefix: str) -> None:
     with EmbeddedRedis() as own:
         settings = SiftSettings(redis_url=redis_url_of(redis_server))
         cache = LogitCache(cache_client(settings, url=own.url), prefix, ttl_s=600)
@@ -134,7 +126,7 @@ def test_the_cache_can_live_in_a_redis_of_its_own(redis_server: Any, client: red
         key = sequence_key(prefix, MODEL_KEY, ("x", None))
         with redis.Redis.from_url(own.url) as own_client:
             assert own_client.exists(key) == 1
-        assert client.exists(key) == 0, "nothing of the cache lands in the broker's Redis"
+        assert raw_redis.exists(key) == 0, "nothing of the cache lands in the broker's Redis"
 
 
 def test_nothing_listening_is_a_miss_never_an_error(caplog: pytest.LogCaptureFixture) -> None:
@@ -172,7 +164,7 @@ def test_a_redis_restart_costs_misses_then_the_cache_recovers() -> None:
         assert found[0] is not None and found[0].logits.tolist() == [1.0, 2.0]
 
 
-def test_cached_logits_give_the_model_s_own_answers(client: redis.Redis, prefix: str, registry: Registry) -> None:
+def test_cached_logits_give_the_model_s_own_answers(raw_redis: redis.Redis, prefix: str, registry: Registry) -> None:
     """The wiring the engine uses: plan, score what is missing, store, merge; the same numbers either way."""
     role = registry.default_role(TaskName.CLASSIFY)
     assert role is not None
@@ -184,7 +176,7 @@ def test_cached_logits_give_the_model_s_own_answers(client: redis.Redis, prefix:
     direct_truncated = encode(loaded, sequences).truncated
     assert direct_truncated == [False, True, False]
 
-    cache = LogitCache(client, prefix, ttl_s=600)
+    cache = LogitCache(raw_redis, prefix, ttl_s=600)
     for _ in range(2):
         plan = cache.plan(model_key, sequences, loaded.info.num_labels)
         if plan.missing:
