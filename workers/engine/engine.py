@@ -31,7 +31,7 @@ from sift.contract import (
 from sift.contract.items import item_key, printable
 from sift.telemetry import WorkerMetrics
 from workers.engine.forward import NO_RETRY, Encoded, RetryPolicy, encode, score, warm_up
-from workers.engine.heads import Pair, UnsupportedModel, check_supported, head_output, sequences_for
+from workers.engine.heads import HeadOutput, Pair, UnsupportedModel, check_supported, head_output, sequences_for
 from workers.engine.loading import LoadedModel, load_model
 from workers.engine.logit_cache import CachedLogits, LogitCache, dedupe, model_key_for
 from workers.engine.policy import Cascade, Policy, PolicySet
@@ -383,40 +383,35 @@ class Engine:
         return _Lookup(keys=keys, firsts=firsts, slots=slots, found=found)
 
     def _answer(self, unit: Unit) -> None:
-        """Turn a fully scored unit's logits into its item's outcome."""
+        """Turn a fully scored unit's logits into its item's outcome (or, unsure in a cascade, escalate it)."""
         info = self.models[unit.role].info
+        output: HeadOutput | None = None
+        error: ErrorInfo | None = None
+        if unit.failures:
+            first = unit.failures[min(unit.failures)]
+            error = _error(ErrorCode.INFERENCE_FAILED, f"the model raised on this item: {first}")
+        else:
+            try:
+                output = head_output(unit.item, unit.logits, info, unit.policy)
+            except Exception as err:  # a head bug costs only this item
+                log.exception("head failed on an item of %s", unit.role)
+                error = _error(ErrorCode.INFERENCE_FAILED, f"post-processing failed: {err!r}")
         cascade = unit.policy.cascade if unit.policy is not None and unit.escalate_to is not None else None
         if cascade is not None and unit.policy is not None:
-            unsure = bool(unit.failures) or self._unsure(unit, info, cascade)
+            # Anything but a confident small-model answer (an error included) goes on to the policy's model.
+            unsure = output is None or _unsure(output, cascade)
             self.metrics.record_cascade(unit.policy.name, escalated=unsure)
             if unsure:
                 unit.needs_escalation = True  # still pending: escalate() hands it to the policy's model
                 return
         outcome = unit.admission.outcomes[unit.index]
         outcome.update({"model": info.role, "model_source": info.source, "revision": info.revision})
-        if unit.failures:
-            first = unit.failures[min(unit.failures)]
-            outcome["error"] = _error(ErrorCode.INFERENCE_FAILED, f"the model raised on this item: {first}")
+        if output is not None:
+            outcome.update(output.as_fields())
+            outcome["truncated"] = any(unit.truncated)
         else:
-            try:
-                outcome.update(head_output(unit.item, unit.logits, info, unit.policy).as_fields())
-                outcome["truncated"] = any(unit.truncated)
-            except Exception as err:  # a head bug costs only this item
-                log.exception("head failed on an item of %s", unit.role)
-                outcome["error"] = _error(ErrorCode.INFERENCE_FAILED, f"post-processing failed: {err!r}")
+            outcome["error"] = error
         unit.admission.pending -= 1
-
-    def _unsure(self, unit: Unit, info: Any, cascade: Cascade) -> bool:
-        """Whether the small model's answer to ``unit`` lies too close to a threshold to keep."""
-        try:
-            moderation = head_output(unit.item, unit.logits, info, unit.policy).moderation
-        except Exception:  # a head bug on the small model: let the policy's model answer
-            log.exception("head failed on an item of %s; escalating it", unit.role)
-            return True
-        if moderation is None:
-            return True
-        categories = moderation.categories
-        return cascade.is_unsure([c.score for c in categories], [c.threshold for c in categories])
 
     def _policy_for(self, item: Item) -> Policy | None:
         if not isinstance(item, ModerateItem):
@@ -459,6 +454,14 @@ def _encode_isolating(loaded: LoadedModel, sequences: list[Pair]) -> Encoded:
         if types is not None and one.token_type_ids is not None:
             types += one.token_type_ids
     return Encoded(ids, types, truncated)
+
+
+def _unsure(output: HeadOutput, cascade: Cascade) -> bool:
+    """Whether a small model's moderation answer lies too close to a threshold to keep."""
+    if output.moderation is None:
+        return True
+    categories = output.moderation.categories
+    return cascade.is_unsure([c.score for c in categories], [c.threshold for c in categories])
 
 
 def _types(unit: Unit, row: int) -> list[int]:
