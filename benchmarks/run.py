@@ -129,7 +129,7 @@ class Runner:
         from sift.local import EmbeddedRedis
         from sift.settings import SiftSettings, cache_dir
         from workers.engine.engine import Engine
-        from workers.engine.loading import resolve_dtype
+        from workers.engine.loading import resolve_dtype, resolve_runtime
         from workers.engine.policy import load_policies
         from workers.engine.registry import load_registry
         from workers.offline_models import build_offline_models
@@ -152,8 +152,6 @@ class Runner:
         for role in (SENTIMENT, RERANK):
             os.environ.setdefault(f"SIFT_MODELS__{role.upper()}__CPU_RUNTIME", shipped.models[role].cpu_runtime)
         registry = load_registry(registry_path)
-        from workers.engine.loading import resolve_runtime
-
         self.runtimes = {role: resolve_runtime(registry.models[role], device) for role in (SENTIMENT, RERANK)}
         dtype = resolve_dtype(registry.models[SENTIMENT].dtype, device)
         dataset = self.phase("inputs", lambda: data.generate(plan.dataset, data.bert_token_counter(), args.seed))
