@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import shutil
@@ -15,8 +17,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis
 
-from sift.contract import ItemResult
+from sift.contract import ItemResult, Lane
+from sift.keys import queue_name
 from sift.local import WorkerProcess
 from sift.settings import SiftSettings
 
@@ -116,3 +120,27 @@ def assert_same_answer(got: ItemResult, want: ItemResult, tol: float = SCORE_TOL
         for g, w in zip(got.moderation.categories, want.moderation.categories, strict=True):
             assert (g.category, g.threshold, g.flagged) == (w.category, w.threshold, w.flagged)
             np.testing.assert_allclose(g.score, w.score, atol=tol, rtol=0)
+
+
+UNACKED = "unacked"
+"""kombu's Redis transport: delivery tag -> [message, exchange, routing key] of messages taken, not acked."""
+
+
+def task_ids_in_broker(broker: redis.Redis, settings: SiftSettings) -> set[str]:
+    """Celery task ids of messages kombu holds unacknowledged or has queued."""
+    bodies: list[Any] = list(broker.hvals(UNACKED))
+    ids = {json.loads(body)[0]["headers"]["id"] for body in bodies}
+    queued: list[Any] = list(broker.lrange(queue_name(settings.queue_prefix, Lane.BULK), 0, -1))
+    return ids | {json.loads(body)["headers"]["id"] for body in queued}
+
+
+def items_of_queued_messages(broker: redis.Redis, settings: SiftSettings) -> dict[str, set[str]]:
+    """Celery task id -> item ids of every message in the bulk queue (read before any worker starts)."""
+    queued: list[Any] = list(broker.lrange(queue_name(settings.queue_prefix, Lane.BULK), 0, -1))
+    messages = {}
+    for raw in queued:
+        body = json.loads(raw)
+        args, kwargs, _embed = json.loads(base64.b64decode(body["body"]))
+        job = kwargs.get("job") or args[0]
+        messages[body["headers"]["id"]] = {item["id"] for item in job["items"]}
+    return messages

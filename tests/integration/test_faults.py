@@ -9,8 +9,6 @@ until the ack, which comes after the results are written) and ``... succeeded in
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 import re
 import statistics
@@ -25,7 +23,15 @@ import kombu.exceptions
 import pytest
 import redis
 import yaml
-from sift_it_helpers import WORKER_START_TIMEOUT_S, redis_url_of, start_worker, wait_until
+from sift_it_helpers import (
+    UNACKED,
+    WORKER_START_TIMEOUT_S,
+    items_of_queued_messages,
+    redis_url_of,
+    start_worker,
+    task_ids_in_broker,
+    wait_until,
+)
 
 from producers.client import ItemRef, QueueFull, SiftClient
 from sift.broker import make_celery_app
@@ -37,7 +43,6 @@ from workers.engine.registry import load_registry
 
 pytestmark = pytest.mark.integration
 
-UNACKED = "unacked"  # kombu's Redis transport: delivery tag -> [message, exchange, routing key], taken, not acked
 
 # --- backfill under faults ----------------------------------------------------------------------------------
 
@@ -133,14 +138,6 @@ def fast_classify_registry(offline_registry: Path, directory: Path) -> Path:
     path = directory / "fast-registry.yaml"
     path.write_text(yaml.safe_dump({"models": {"sentiment": spec}, "tasks": {"classify": "sentiment"}}))
     return path
-
-
-def task_ids_in_broker(broker: redis.Redis, settings: SiftSettings) -> set[str]:
-    """Celery task ids of messages kombu holds unacknowledged or has queued."""
-    bodies: list[Any] = list(broker.hvals(UNACKED))
-    ids = {json.loads(body)[0]["headers"]["id"] for body in bodies}
-    queued: list[Any] = list(broker.lrange(queue_name(settings.queue_prefix, Lane.BULK), 0, -1))
-    return ids | {json.loads(body)["headers"]["id"] for body in queued}
 
 
 @pytest.mark.timeout(300)
@@ -287,18 +284,6 @@ def test_backfill_survives_ten_worker_kills_and_a_redis_restart(offline_registry
             worker.worker.kill()
         broker.close()
         server.close()
-
-
-def items_of_queued_messages(broker: redis.Redis, settings: SiftSettings) -> dict[str, set[str]]:
-    """Celery task id -> item ids of every message in the bulk queue (read before any worker starts)."""
-    queued: list[Any] = list(broker.lrange(queue_name(settings.queue_prefix, Lane.BULK), 0, -1))
-    messages = {}
-    for raw in queued:
-        body = json.loads(raw)
-        args, kwargs, _embed = json.loads(base64.b64decode(body["body"]))
-        job = kwargs.get("job") or args[0]
-        messages[body["headers"]["id"]] = {item["id"] for item in job["items"]}
-    return messages
 
 
 def lost_report(lost: dict[str, set[str]], messages: dict[str, set[str]], workers: list[LoggedWorker]) -> str:

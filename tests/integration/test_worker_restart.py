@@ -6,6 +6,7 @@ where a worker keeps the messages it has taken but not acknowledged.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,15 @@ from typing import Any
 
 import pytest
 import redis
-from sift_it_helpers import new_job_id, redis_url_of, start_worker, wait_until
+from sift_it_helpers import (
+    UNACKED,
+    items_of_queued_messages,
+    new_job_id,
+    redis_url_of,
+    start_worker,
+    task_ids_in_broker,
+    wait_until,
+)
 
 from producers.client import JobHandle, SiftClient
 from sift.contract import Lane
@@ -25,7 +34,6 @@ pytestmark = pytest.mark.integration
 N_ITEMS = 600
 CHUNK = 30
 MESSAGES = N_ITEMS // CHUNK
-UNACKED = "unacked"  # kombu's Redis transport: delivery tag -> message taken by a consumer, not yet acked
 UNACKED_INDEX = "unacked_index"
 
 
@@ -54,12 +62,15 @@ def broker(restart_settings: SiftSettings) -> Iterator[redis.Redis]:
     connection.close()
 
 
-def enqueue_backlog(client: SiftClient, settings: SiftSettings, broker: redis.Redis) -> JobHandle:
+def backlog_items() -> list[dict[str, str]]:
     # Texts long enough that the backlog takes several seconds: the worker must still be busy with it
     # when WorkerProcess.start() returns (it consumes as soon as it is up, before it answers the ping).
     text = "queued review {}: the food was fine and the staff were friendly enough"
-    items = [{"id": f"item-{i:03d}", "text": text.format(i)} for i in range(N_ITEMS)]
-    handle = client.submit_many("classify", items, job_id=new_job_id("restart"), chunk_size=CHUNK)
+    return [{"id": f"item-{i:03d}", "text": text.format(i)} for i in range(N_ITEMS)]
+
+
+def enqueue_backlog(client: SiftClient, settings: SiftSettings, broker: redis.Redis) -> JobHandle:
+    handle = client.submit_many("classify", backlog_items(), job_id=new_job_id("restart"), chunk_size=CHUNK)
     assert handle.submitted == N_ITEMS and handle.messages == MESSAGES and not handle.rejected
     assert broker.llen(queue_name(settings.queue_prefix, Lane.BULK)) == MESSAGES, "nothing consumes this queue yet"
     return handle
@@ -116,6 +127,7 @@ def test_sigkill_mid_job_redelivers_unacked_messages(
     restart_client: SiftClient, restart_settings: SiftSettings, broker: redis.Redis, tmp_path: Path
 ) -> None:
     handle = enqueue_backlog(restart_client, restart_settings, broker)
+    message_items = items_of_queued_messages(broker, restart_settings)
 
     first = start_worker(restart_settings, tmp_path / "first.log", models="sentiment")
     try:
@@ -133,7 +145,18 @@ def test_sigkill_mid_job_redelivers_unacked_messages(
     stranded = broker.hlen(UNACKED)
     queued = broker.llen(queue_name(restart_settings.queue_prefix, Lane.BULK))
     assert stranded >= 1, f"the killed worker held no unacknowledged message ({done=}, {queued=})"
-    assert queued + stranded + done // CHUNK >= MESSAGES, "every message is done, queued or held for redelivery"
+    # kombu pops a message (BRPOP), then records it as unacknowledged: a kill between the two loses that one
+    # message before the worker ever logged it (README, Known limits). Every message the worker took is safe.
+    log = (tmp_path / "first.log").read_text(errors="replace")
+    received = set(re.findall(r"Task sift\.infer\[([0-9a-f-]+)\] received", log))
+    succeeded = set(re.findall(r"Task sift\.infer\[([0-9a-f-]+)\] succeeded", log))
+    lost = set(message_items) - task_ids_in_broker(broker, restart_settings) - succeeded
+    assert not lost & received, f"messages the worker took were lost: {sorted(lost & received)}"
+    assert len(lost) <= 1, f"one kill lost {len(lost)} messages; at most the one in kombu's gap can be"
+    assert queued + stranded + done // CHUNK + len(lost) >= MESSAGES, "every message is done, queued or held"
+    if lost:  # what a re-run of the backfill does: submit the items without a result
+        again = [item for item in backlog_items() if any(item["id"] in message_items[task] for task in lost)]
+        restart_client.submit_many("classify", again, job_id=handle.job_id, chunk_size=CHUNK)
 
     # The next worker's kombu redelivers the dead consumer's messages once they are older than the
     # visibility timeout (it looks every 10 s). Production keeps the timeout above the longest batch;
