@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +45,11 @@ from workers.results import dead_letters_of, write_with_retry
 log = logging.getLogger(__name__)
 
 MIN_STEP_GAP_S = 0.0005
-"""Least wait before the next step: long enough that the event loop reads its sockets in between."""
+"""Least wait before the next step run on the loop's thread, so that the event loop reads its sockets in between."""
+PASSES_AHEAD = 2
+"""Forward passes handed to the forward thread at once: the one running, and the next, which starts the moment the
+first ends even while the event loop is busy tokenizing a message. A real-time arrival takes the place of a next
+bulk pass that has not started."""
 
 
 @dataclass
@@ -106,7 +111,8 @@ class MessagePump:
         self.eventer = consumer.event_dispatcher
         self._next: Entry | None = None
         self._next_at = 0.0
-        self._inflight: tuple[Step, Future[Any], float] | None = None
+        self._inflight: deque[tuple[Step, Future[float]]] = deque()
+        """Passes handed to the forward thread, in the order it runs them (the first may be running)."""
         self._wake_read = self._wake_write = -1
         # Held while the forward thread writes to the pipe and while retire() closes it: a closed pipe's
         # descriptor number may be reused at once (by a new broker socket), which must never get that byte.
@@ -144,48 +150,94 @@ class MessagePump:
         handle = MessageHandle(message, ack, str(message.headers.get("id", "")), time.monotonic())
         # Celery's own log lines for a task, so logs read (and are parsed) as with the default strategy.
         log.info("Task %s[%s] received", self.task.name, handle.task_id)
-        self._event("task-received", handle, name=self.task.name)
         try:
             payload, unexpected = _call_arguments(args, kwargs)
             if unexpected:
                 raise ValueError(f"unexpected task arguments {unexpected}")
             job = Job.model_validate(payload)
         except (ValidationError, ValueError) as err:
+            self._event("task-received", handle, name=self.task.name)
             self._answer_now(handle, _envelope_errors(args, kwargs, err))
             return
         try:
             admission, units = self.gatherer.engine.admit(job)
         except Exception as err:
             log.exception("admitting job %s failed", job.job_id)
+            self._event("task-received", handle, name=self.task.name)
             self._answer_now(handle, _error_results(job.job_id, job.items, job.task, ErrorCode.INFERENCE_FAILED, err))
             return
         ready = self.gatherer.add(admission, units, handle)
+        if ready is None:
+            self._regulate()  # starts the pass at once when the forward thread is free
+        # Sent after that (a round trip to Redis): monitoring never delays a real-time item's forward pass.
+        self._event("task-received", handle, name=self.task.name)
         if ready is not None:
             self._complete(ready)
-        self._regulate()
+            self._regulate()
 
     def _tick(self) -> None:
         """Timer callback: start the next forward batch (on the forward thread, or run it here)."""
         self._next = None
-        if self._inflight is not None:
-            return  # one pass at a time; _on_forward_done plans the next
+        report = None
         try:
-            step = self.gatherer.begin_step()
-            if step is not None and self._wake_write >= 0 and self.task.executor is not None:
-                future = self.task.executor.submit(self.gatherer.engine.forward, step.role, step.rows)
-                self._inflight = (step, future, time.perf_counter())
-                future.add_done_callback(self._wake)
-                self._flow_control()
-                return
-            report = None
-            if step is not None:
-                began = time.perf_counter()
-                self.gatherer.engine.forward(step.role, step.rows)
-                report = self.gatherer.finish_step(step, time.perf_counter() - began)
+            if self._threaded:
+                if self._inflight or self._launch():
+                    self._flow_control()  # a pass in flight plans the next when it is done
+                    return
+            else:
+                step = self.gatherer.begin_step()
+                if step is not None:
+                    began = time.perf_counter()
+                    self.gatherer.engine.forward(step.role, step.rows)
+                    report = self.gatherer.finish_step(step, time.perf_counter() - began)
         except Exception:  # noqa: BLE001 - logged with its traceback by _requeue_all
             self._requeue_all("a gathered batch failed")
-            report = None
-        self._after_step(report)
+        self._answer_step(report)
+        self._regulate()
+
+    @property
+    def _threaded(self) -> bool:
+        """Forward passes run on the forward thread (the event loop only plans them and answers)."""
+        return self._wake_write >= 0 and self.task.executor is not None
+
+    def _launch(self) -> bool:
+        """Hand the next forward batch to the forward thread; False when no row is left to plan."""
+        assert self.task.executor is not None
+        step = self.gatherer.begin_step()
+        if step is None:
+            return False
+        future = self.task.executor.submit(self._timed_forward, step)
+        self._inflight.append((step, future))
+        future.add_done_callback(self._wake)
+        return True
+
+    def _timed_forward(self, step: Step) -> float:
+        """On the forward thread: one pass; returns its seconds (from its start, not from when it was queued)."""
+        began = time.perf_counter()
+        self.gatherer.engine.forward(step.role, step.rows)
+        return time.perf_counter() - began
+
+    def _launch_if_due(self) -> bool:
+        """Keep :data:`PASSES_AHEAD` passes with the forward thread while batches are due; True when any is."""
+        if not self._threaded or _stopping():
+            return bool(self._inflight)
+        try:
+            self._let_realtime_ahead()
+            while len(self._inflight) < PASSES_AHEAD and self.gatherer.due_in(time.monotonic()) == 0.0:
+                if not self._launch():
+                    break
+        except Exception:  # noqa: BLE001 - logged with its traceback by _requeue_all
+            self._requeue_all("planning a gathered batch failed")
+        return bool(self._inflight)
+
+    def _let_realtime_ahead(self) -> None:
+        """Take back a bulk pass that has not started when real-time rows wait: they go next instead."""
+        while len(self._inflight) > 1 and not self._inflight[-1][0].realtime and self.gatherer.realtime_waiting():
+            step, future = self._inflight[-1]
+            if not future.cancel():  # it started meanwhile
+                return
+            self._inflight.pop()
+            self.gatherer.cancel_step(step)
 
     def _wake(self, _future: Future[Any]) -> None:
         # On the forward thread: one byte makes the hub call _on_forward_done on the loop's thread.
@@ -198,19 +250,24 @@ class MessagePump:
         with contextlib.suppress(BlockingIOError, OSError):
             while os.read(self._wake_read, 64):
                 pass
-        if self._inflight is None or not self._inflight[1].done():
-            return
-        step, future, began = self._inflight
-        self._inflight = None
-        try:
-            future.result()
-            report: StepReport | None = self.gatherer.finish_step(step, time.perf_counter() - began)
-        except Exception:  # noqa: BLE001 - logged with its traceback by _requeue_all
-            self._requeue_all("a gathered batch failed")
-            report = None
-        self._after_step(report)
+        reports: list[StepReport] = []
+        while self._inflight and self._inflight[0][1].done():
+            step, future = self._inflight.popleft()
+            if future.cancelled():
+                continue
+            try:
+                reports.append(self.gatherer.finish_step(step, future.result()))
+            except Exception:  # noqa: BLE001 - logged with its traceback by _requeue_all
+                self._requeue_all("a gathered batch failed")
+        # The next passes are handed over before these messages are written and acked: the device computes while
+        # the loop serializes results and talks to Redis, instead of waiting for it.
+        self._launch_if_due()
+        for report in reports:
+            self._answer_step(report)
+        self._regulate()
 
-    def _after_step(self, report: StepReport | None) -> None:
+    def _answer_step(self, report: StepReport | None) -> None:
+        """Count a finished pass, and write and ack the messages it completed."""
         if report is not None:
             log.debug(
                 "batch %s: %d items, %d rows, %d padded tokens, %.1f ms",
@@ -223,11 +280,11 @@ class MessagePump:
             self.metrics.record_batch(report.role, report.rows, report.padded_tokens, report.seconds)
             for held in report.completed:
                 self._complete(held)
-        self._regulate()
 
     def _requeue_all(self, why: str) -> None:
         # forward() isolates model errors per item; anything reaching here is a bug. Requeue rather than lose.
         log.exception("%s; requeueing the messages held", why)
+        self._cancel_queued_passes()
         for held in self.gatherer.drain():
             self._requeue(held.handle)
 
@@ -243,6 +300,13 @@ class MessagePump:
                         os.close(fd)
                 self._wake_read = self._wake_write = -1
         self._cancel_next()
+        self._cancel_queued_passes()
+
+    def _cancel_queued_passes(self) -> None:
+        """Take back the passes handed over that have not started (the one running finishes, then is ignored)."""
+        for step, future in list(self._inflight)[1:]:
+            if future.cancel():
+                self._inflight.remove((step, future))
 
     def _regulate(self) -> None:
         """Schedule the next step when it is due, and pause or resume the bulk lane."""
@@ -250,14 +314,18 @@ class MessagePump:
             # Shutting down: start nothing new; kombu gives the held messages back to their queues.
             self._cancel_next()
             return
+        if self._launch_if_due():
+            # Passes are with the forward thread (the first of them plans the next when done): no timer, so an
+            # item that finds the device idle starts its pass at once.
+            self._cancel_next()
+            self._flow_control()
+            return
         due = self.gatherer.due_in(time.monotonic())
-        if self._inflight is not None:
-            due = None  # the pass in flight reschedules when it is done
         if due is None:
             self._cancel_next()
         else:
-            # Never 0: kombu's hub fires every timer already due (up to 20) before it polls the sockets
-            # again, so back-to-back steps would keep new (real-time) messages unread for 20 batches.
+            # Never 0 (passes on the loop's thread): kombu's hub fires every timer already due (up to 20) before
+            # it polls the sockets again, so back-to-back steps would keep new (real-time) messages unread.
             due = max(due, MIN_STEP_GAP_S)
             at = time.monotonic() + due
             if self._next is None or at < self._next_at - 0.0005:

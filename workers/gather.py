@@ -73,6 +73,8 @@ class Step:
     rows: list[Row]
     lengths: list[int]
     generation: int
+    realtime: bool
+    """Real-time rows (they are never batched with bulk rows)."""
 
 
 @dataclass
@@ -95,6 +97,9 @@ class Gatherer:
         self.lookahead = lookahead
         self._queues: dict[str, _RoleQueue] = {role: _RoleQueue() for role in engine.models}
         self._held: dict[int, Held] = {}
+        self._planned: set[tuple[int, int]] = set()
+        """Rows of steps begun and not finished: (id of the unit, row), never planned twice."""
+        self._planned_tokens: dict[str, int] = dict.fromkeys(engine.models, 0)
         self._generation = 0
         self._tokens_per_s: dict[str, float] = {}
         """Per model: unpadded tokens its forward passes get through per second (a running average)."""
@@ -161,7 +166,7 @@ class Gatherer:
             if oldest is None:
                 continue
             spec = self.engine.models[role].spec
-            full = sum(queue.tokens.values()) >= self.budget(role)
+            full = sum(queue.tokens.values()) - self._planned_tokens[role] >= self.budget(role)
             if full or len(queue.realtime) + len(queue.bulk) >= spec.max_batch_items:
                 return 0.0
             wait = max(0.0, oldest + spec.max_wait_ms / 1000.0 - now)
@@ -178,8 +183,9 @@ class Gatherer:
         return self.finish_step(step, time.perf_counter() - began)
 
     def begin_step(self) -> Step | None:
-        """Choose the next forward batch; run ``engine.forward(step.role, step.rows)`` (on any thread),
-        then :meth:`finish_step`. Call nothing else of the gatherer but :meth:`add` in between."""
+        """Choose the next forward batch among the rows no begun step holds; run ``engine.forward(step.role,
+        step.rows)`` (on one thread, steps in the order begun), then :meth:`finish_step` each in that order, or
+        :meth:`cancel_step` one that never ran. Between the two, only :meth:`add` and more :meth:`begin_step`."""
         role = self._most_urgent_role()
         if role is None:
             return None
@@ -187,18 +193,35 @@ class Gatherer:
         lengths = [len(unit.input_ids[k]) for unit, k in candidates]
         batches = plan_batches(lengths, batch_limits(self.engine.models[role]))
         batch = sorted(next(b for b in batches if 0 in b))  # candidate 0 is the most urgent row
-        return Step(
+        step = Step(
             role=role,
             rows=[candidates[i] for i in batch],
             lengths=[lengths[i] for i in batch],
             generation=self._generation,
+            realtime=candidates[0][0].lane is Lane.REALTIME,
         )
+        self._plan(step, +1)
+        return step
+
+    def cancel_step(self, step: Step) -> None:
+        """Forget a begun step whose forward pass never ran: its rows can be planned again."""
+        if step.generation == self._generation:
+            self._plan(step, -1)
+
+    def _plan(self, step: Step, sign: int) -> None:
+        keys = {(id(unit), k) for unit, k in step.rows}
+        if sign > 0:
+            self._planned |= keys
+        else:
+            self._planned -= keys
+        self._planned_tokens[step.role] += sign * sum(step.lengths)
 
     def finish_step(self, step: Step, seconds: float) -> StepReport:
         """Account for a step whose forward pass ran; hand back the messages it completed."""
         if step.generation != self._generation:
             # Drained while the forward pass ran: its messages were handed back already.
             return StepReport(step.role, 0, 0, 0, seconds, [])
+        self._plan(step, -1)
         if seconds > 0:
             rate = sum(step.lengths) / seconds
             previous = self._tokens_per_s.get(step.role)
@@ -231,20 +254,32 @@ class Gatherer:
         """Hand back every held message unfinished (their owner requeues them) and forget them."""
         held = list(self._held.values())
         self._held.clear()
+        self._planned.clear()
+        self._planned_tokens = dict.fromkeys(self.engine.models, 0)
         self._generation += 1
         self._queues = {role: _RoleQueue() for role in self.engine.models}
         return held
 
     def _most_urgent_role(self) -> str | None:
-        """The model whose most urgent unit is a real-time one, oldest first; else the oldest bulk one."""
+        """The model whose most urgent unplanned row is a real-time one, oldest first; else the oldest bulk one."""
         best: tuple[int, float, str] | None = None
         for role, queue in self._queues.items():
             for rank, lane in enumerate((queue.realtime, queue.bulk)):
-                if lane:
-                    key = (rank, lane[0][1], role)
+                arrival = next((at for unit, at in lane if self._unplanned(unit)), None)
+                if arrival is not None:
+                    key = (rank, arrival, role)
                     best = key if best is None or key < best else best
                     break
         return None if best is None else best[2]
+
+    def _unplanned(self, unit: Unit) -> list[int]:
+        """Rows of ``unit`` still to score that no begun step holds."""
+        # A copy: the forward thread may be removing this unit's scored rows from todo meanwhile.
+        return [k for k in list(unit.todo) if (id(unit), k) not in self._planned]
+
+    def realtime_waiting(self) -> bool:
+        """Some real-time row waits that no begun step holds."""
+        return any(self._unplanned(unit) for queue in self._queues.values() for unit, _ in queue.realtime)
 
     def _candidates(self, role: str, queue: _RoleQueue) -> list[Row]:
         """Unscored rows of ``role``, most urgent first, up to ``lookahead`` budgets of tokens.
@@ -255,8 +290,9 @@ class Gatherer:
         limit = self.lookahead * self.budget(role)
         rows: list[Row] = []
         tokens = 0
-        for unit, _ in queue.realtime or queue.bulk:
-            for k in unit.todo:
+        realtime = [(unit, todo) for unit, _ in queue.realtime if (todo := self._unplanned(unit))]
+        for unit, todo in realtime or ((unit, self._unplanned(unit)) for unit, _ in queue.bulk):
+            for k in todo:
                 rows.append((unit, k))
                 tokens += len(unit.input_ids[k])
             if tokens >= limit:

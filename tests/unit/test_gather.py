@@ -129,17 +129,31 @@ def test_a_message_with_nothing_to_compute_is_handed_back_at_once(engine: Engine
     assert invalid is not None, "items that all fail validation need no forward pass"
 
 
+def with_max_wait(engine: Engine, role: str, max_wait_ms: float) -> Engine:
+    """A copy of ``engine`` whose ``role`` holds part-full batches up to ``max_wait_ms`` (same weights)."""
+    loaded = engine.models[role]
+    spec = loaded.spec.model_copy(update={"max_wait_ms": max_wait_ms})
+    models = {**engine.models, role: dataclasses.replace(loaded, spec=spec)}
+    return Engine(models, engine.registry, engine.policies, engine.limits, engine.worker)
+
+
 def test_due_in_waits_for_more_items_only_up_to_max_wait(engine: Engine) -> None:
-    gatherer = Gatherer(engine)
+    gatherer = Gatherer(with_max_wait(engine, "sentiment", 50.0))
     assert gatherer.due_in(time.monotonic()) is None, "idle: nothing to schedule"
     admit(gatherer, job("one", [TEXTS[0]]))
-    max_wait_s = engine.models["sentiment"].spec.max_wait_ms / 1000
     wait = gatherer.due_in(time.monotonic())
-    assert wait is not None and 0 < wait <= max_wait_s
+    assert wait is not None and 0.04 < wait <= 0.05
     assert gatherer.due_in(time.monotonic() + 1.0) == 0.0, "past max_wait the batch runs part-full"
     while gatherer.buffered_tokens() < gatherer.budget("sentiment"):
         admit(gatherer, job(f"fill{gatherer.held}", [TEXTS[gatherer.held % len(TEXTS)]]))
     assert gatherer.due_in(time.monotonic()) == 0.0, "a full budget runs at once"
+
+
+def test_shipped_max_wait_runs_a_lone_item_at_once(engine: Engine) -> None:
+    assert engine.models["sentiment"].spec.max_wait_ms == 0.0, "the stand-ins batch as the shipped registry does"
+    gatherer = Gatherer(engine)
+    admit(gatherer, job("one", [TEXTS[0]]))
+    assert gatherer.due_in(time.monotonic()) == 0.0, "continuous batching: an idle device takes a lone item now"
 
 
 def test_drain_hands_back_every_held_message(engine: Engine) -> None:
@@ -170,3 +184,70 @@ def test_bulk_intake_pauses_on_lookahead_tokens_then_on_seconds_of_work_once_spe
     assert (gatherer.bulk_work_s() or 0.0) >= HOLD_BULK_S
     gatherer.drain()
     assert gatherer.bulk_work_s() == 0.0 and not gatherer.holds_enough_bulk()
+
+
+def small_budget(engine: Engine, tokens: int = 256) -> Engine:
+    """``engine`` with a sentiment budget of ``tokens``, so a few messages make many passes."""
+    loaded = engine.models["sentiment"]
+    small = dataclasses.replace(loaded, spec=loaded.spec.model_copy(update={"cpu_batch_tokens": tokens}))
+    return Engine({**engine.models, "sentiment": small}, engine.registry, engine.policies, engine.limits, "t")
+
+
+def test_passes_planned_ahead_never_share_a_row_and_answer_like_engine_run(engine: Engine) -> None:
+    gatherer = Gatherer(small_budget(engine))
+    jobs = [job(f"b{i}", TEXTS[i * 16 : (i + 1) * 16], Lane.BULK) for i in range(4)]
+    for one in jobs:
+        admit(gatherer, one)
+    completed: list[Held] = []
+    while True:
+        # Two passes begun before either runs, as the worker hands them to its forward thread.
+        first, second = gatherer.begin_step(), gatherer.begin_step()
+        if first is None:
+            break
+        steps = [first] if second is None else [first, second]
+        rows = [(id(unit), k) for step in steps for unit, k in step.rows]
+        assert len(rows) == len(set(rows)), "a row planned twice would be scored twice"
+        for step in steps:
+            gatherer.engine.forward(step.role, step.rows)
+            completed += gatherer.finish_step(step, 0.01).completed
+    assert sorted(held.handle for held in completed) == sorted(one.job_id for one in jobs)
+    assert gatherer.held == 0 and gatherer.buffered_tokens() == 0
+    for held in completed:
+        for gathered, alone in zip(engine.results(held.admission), engine.run(held.admission.job), strict=True):
+            assert gathered.label == alone.label
+            np.testing.assert_allclose([s.score for s in gathered.scores], [s.score for s in alone.scores], atol=1e-5)
+
+
+def test_a_cancelled_pass_gives_its_rows_back_and_real_time_rows_are_seen_waiting(engine: Engine) -> None:
+    gatherer = Gatherer(small_budget(engine))
+    admit(gatherer, job("bulk", TEXTS, Lane.BULK))
+    running, queued = gatherer.begin_step(), gatherer.begin_step()
+    assert running is not None and queued is not None and not queued.realtime
+    assert not gatherer.realtime_waiting()
+
+    admit(gatherer, job("urgent", [TEXTS[0]], Lane.REALTIME))
+    assert gatherer.realtime_waiting()
+    gatherer.cancel_step(queued)  # what the worker does with a bulk pass that has not started
+    urgent = gatherer.begin_step()
+    assert urgent is not None and urgent.realtime and [u.admission.job.job_id for u, _ in urgent.rows] == ["urgent"]
+    assert not gatherer.realtime_waiting()
+    replanned = gatherer.begin_step()
+    assert replanned is not None and {(id(u), k) for u, k in replanned.rows} & {(id(u), k) for u, k in queued.rows}
+
+    done: list[str] = []
+    for step in (running, urgent, replanned):
+        gatherer.engine.forward(step.role, step.rows)
+        done += [held.handle for held in gatherer.finish_step(step, 0.01).completed]
+    assert done == ["urgent"], "the real-time item is answered by its own pass, ahead of the bulk message"
+    assert [job_id for job_id, _ in run_until_idle(gatherer)] == ["bulk"]
+    assert gatherer.held == 0 and gatherer.buffered_tokens() == 0
+
+
+def test_due_in_counts_only_rows_no_pass_holds(engine: Engine) -> None:
+    gatherer = Gatherer(with_max_wait(small_budget(engine), "sentiment", 50.0))
+    admit(gatherer, job("bulk", TEXTS[:40], Lane.BULK))
+    assert gatherer.due_in(time.monotonic()) == 0.0, "more than a budget held: due now"
+    while gatherer.begin_step() is not None:
+        pass
+    wait = gatherer.due_in(time.monotonic())
+    assert wait is not None and wait > 0, "everything is planned: nothing more is due before max_wait"
