@@ -43,8 +43,9 @@ class ModelSpec(BaseModel):
     max_batch_items: int = Field(default=256, ge=1)
     min_fill: float = Field(default=0.75, ge=0.0, le=1.0)
     """Cut a batch where the next (shorter) sequence would fill less than this share of its padded length."""
-    max_wait_ms: float = Field(default=2.0, ge=0.0, le=10_000.0)
-    """How long a worker holds a part-full batch for items from more messages before it runs it anyway."""
+    max_wait_ms: float = Field(default=0.0, ge=0.0, le=10_000.0)
+    """How long a worker holds a part-full batch for items from more messages before it runs it anyway. 0: a pass
+    starts as soon as the device is free, and what arrives during a pass forms the next (continuous batching)."""
     note: str | None = None
     """Free text shown in logs and the demo (e.g. "random weights: labels are meaningless")."""
 
