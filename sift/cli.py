@@ -62,13 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     _worker_args(worker)
     worker.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     worker.add_argument("--hostname", help="Celery node name (default: sift-<device>-<pid>@<host>)")
-    worker.add_argument("--threads", type=int, help="torch intra-op threads (CPU workers)")
+    worker.add_argument("--threads", type=int, help="torch intra-op threads (default: the --cpus slice, or all)")
+    worker.add_argument("--cpus", help="pin the worker to these CPUs, e.g. 0-3 or 0,2 (Linux CPU-list syntax)")
     worker.set_defaults(run=_run_worker)
 
     workers = commands.add_parser("workers", help="one pinned worker per visible GPU, or N CPU workers")
     _worker_args(workers)
     workers.add_argument("--cpu-workers", type=int, default=1, help="CPU workers when no GPU is visible")
-    workers.add_argument("--threads", type=int, help="threads per CPU worker (default: cores / workers)")
+    workers.add_argument("--threads", type=int, help="threads per CPU worker (default: its slice of the cores)")
     workers.set_defaults(run=_run_workers)
 
     submit = commands.add_parser("submit", help="submit one item and print its result as JSON")
@@ -166,6 +167,7 @@ def _split(value: str) -> tuple[str, ...]:
 
 
 def _run_worker(args: argparse.Namespace) -> int:
+    from workers.cpus import parse_cpu_list
     from workers.worker import WorkerOptions, run_worker
 
     options = WorkerOptions(
@@ -174,6 +176,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         models=_split(args.models),
         hostname=args.hostname,
         threads=args.threads,
+        cpus=tuple(parse_cpu_list(args.cpus)) if args.cpus else (),
         loglevel=_celery_level(args.loglevel),
     )
     return run_worker(SiftSettings(), options)
@@ -184,11 +187,12 @@ def _celery_level(level: str) -> str:
 
 
 def _run_workers(args: argparse.Namespace) -> int:
+    from workers.cpus import allowed_cpus
     from workers.launcher import plan_children, run_children, visible_gpus
 
     worker_args = ["--queues", args.queues] + (["--models", args.models] if args.models else [])
     children = plan_children(
-        worker_args, visible_gpus(dict(os.environ)), args.cpu_workers, os.cpu_count() or 1, args.threads
+        worker_args, visible_gpus(dict(os.environ)), args.cpu_workers, allowed_cpus(), args.threads
     )
     return run_children(children)
 

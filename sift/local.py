@@ -169,10 +169,12 @@ class WorkerProcess:
         queues: str = "realtime,bulk",
         models: str | None = None,
         threads: int | None = None,
+        cpus: str | None = None,
         hostname: str | None = None,
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
     ) -> None:
+        """``cpus``: pin the worker to these CPUs (``sift worker --cpus``, e.g. ``"0-1"``)."""
         self.settings = settings
         self.hostname = hostname or f"sift-local-{os.getpid()}-{time.monotonic_ns()}@localhost"
         self.argv = [
@@ -191,6 +193,8 @@ class WorkerProcess:
             self.argv += ["--models", models]
         if threads:
             self.argv += ["--threads", str(threads)]
+        if cpus:
+            self.argv += ["--cpus", cpus]
         self.env = {**os.environ, **settings_env(settings), **(env or {})}
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None

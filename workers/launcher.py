@@ -1,4 +1,4 @@
-"""``sift workers``: one pinned worker process per visible GPU, or N CPU workers.
+"""``sift workers``: one pinned worker process per visible GPU, or N CPU workers, each on its own slice of cores.
 
 This only starts and stops processes; Celery and Redis do all the scheduling.
 """
@@ -10,10 +10,12 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 
 from sift.settings import SettingsError, SiftSettings
+from workers.cpus import format_cpu_list, slices
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +42,19 @@ def plan_children(
     worker_args: list[str],
     gpus: list[str],
     cpu_workers: int,
-    cores: int,
+    cpus: Sequence[int],
     threads: int | None,
     settings: SiftSettings | None = None,
 ) -> list[Child]:
-    """One child per GPU (each sees only its GPU as cuda:0), or ``cpu_workers`` CPU children.
+    """One child per GPU (each sees only its GPU as cuda:0), or ``cpu_workers`` CPU children, each pinned to its
+    own equal slice of ``cpus`` (the launcher's own CPUs) with as many threads, unless ``threads`` says otherwise.
 
+    With more CPU workers than CPUs there are no slices to give: the children run unpinned, one thread each.
     With ``SIFT_METRICS_PORT`` set (in ``settings``, default: this environment's, which the children
     inherit), child i serves its metrics on that port + i, so the children do not fight for one port.
     """
+    if cpu_workers < 1:
+        raise SettingsError(f"--cpu-workers must be at least 1, got {cpu_workers}")
     base = [sys.executable, "-m", "sift.cli", "worker", *worker_args]
     if gpus:
         children = [
@@ -56,14 +62,16 @@ def plan_children(
             for gpu in gpus
         ]
     else:
-        per_child = threads or max(1, cores // cpu_workers)
-        children = [
-            Child(
-                [*base, "--device", "cpu", "--threads", str(per_child), "--hostname", f"sift-cpu{i}@%h"],
-                {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(per_child)},
-            )
-            for i in range(cpu_workers)
-        ]
+        pinned = slices(cpus, cpu_workers)
+        if not pinned:
+            log.warning("%d CPU workers on %d CPUs: each shares every CPU, unpinned", cpu_workers, len(cpus))
+        children = []
+        for i in range(cpu_workers):
+            cpus_of_child = pinned[i] if pinned else []
+            per_child = threads or len(cpus_of_child) or 1
+            pin = ["--cpus", format_cpu_list(cpus_of_child)] if cpus_of_child else []
+            argv = [*base, "--device", "cpu", *pin, "--threads", str(per_child), "--hostname", f"sift-cpu{i}@%h"]
+            children.append(Child(argv, {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(per_child)}))
     ports = metrics_ports((settings or SiftSettings()).metrics_port, len(children))
     return [
         child if port is None else Child(child.argv, {**child.env, "SIFT_METRICS_PORT": str(port)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -17,6 +18,7 @@ from sift.keys import queue_name
 from sift.results_store import ResultStore
 from sift.settings import SettingsError, SiftSettings
 from sift.telemetry import QueueDepthCollector, WorkerMetrics, serve_metrics
+from workers.cpus import allowed_cpus, format_cpu_list, pin_to
 from workers.engine.engine import Engine
 from workers.engine.forward import RetryPolicy
 from workers.engine.logit_cache import LogitCache, cache_client
@@ -38,6 +40,9 @@ class WorkerOptions:
     """Registry roles to preload; empty means every role the registry's tasks use."""
     hostname: str | None = None
     threads: int | None = None
+    """Intra-op threads; default: the CPU slice's size when ``cpus`` is set, else torch's default (all cores)."""
+    cpus: tuple[int, ...] = ()
+    """The CPU slice the worker's threads run on (``sched_setaffinity``); empty: wherever the OS puts them."""
     loglevel: str = "INFO"
 
 
@@ -75,11 +80,26 @@ def roles_to_load(registry: Registry, requested: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(registry.tasks.values()))
 
 
+def freeze_startup_heap() -> int:
+    """Move every object alive now (models, tokenizers, modules: about 400k) out of the garbage collector's reach.
+
+    They live as long as the worker. Left tracked, each full collection walks all of them again, and the garbage
+    of every batch triggers collections: freezing them made bert-tiny's engine 8% faster on a CPU (``gc.freeze``, as
+    forking servers use it). Returns how many objects were frozen.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def run_worker(settings: SiftSettings, options: WorkerOptions) -> int:
     """Load models on the pinned device, then consume until stopped; returns the exit code."""
     device = parse_device(options.device)
-    if options.threads:
-        torch.set_num_threads(options.threads)
+    if options.cpus:
+        pin_to(options.cpus)  # before any thread pool starts: their threads inherit the slice
+    threads = options.threads or len(options.cpus)
+    if threads:
+        torch.set_num_threads(threads)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     # Before the models load: a taken metrics port fails the start in a second, not after minutes of loading.
@@ -107,12 +127,14 @@ def run_worker(settings: SiftSettings, options: WorkerOptions) -> int:
         metrics=metrics,
     )
     metrics.watch_gpu_memory(str(device))  # read at scrape time; nothing on a CPU worker
+    freeze_startup_heap()
     log.info(
-        "worker %s ready on %s with %s (torch threads %d; logit cache %s)",
+        "worker %s ready on %s with %s (torch threads %d on CPUs %s; logit cache %s)",
         hostname,
         device,
         sorted(engine.models),
         torch.get_num_threads(),
+        format_cpu_list(allowed_cpus()),
         f"on, {settings.cache_ttl_s} s" if cache.active else "off",
     )
     app = make_celery_app(settings)
