@@ -111,6 +111,8 @@ def test_export_is_cached_keyed_on_the_weights_and_checked(registry: Registry, t
 
     session = open_session(path, threads=1)
     assert check_against_torch(session, model, names) <= TOL
+    # The worker's event loop shares its cores: ORT's pool must not spin-wait between operators.
+    assert session.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
     with torch.no_grad():
         model.classifier.bias += 0.5  # what serving a stale export of retrained weights would look like
     assert export_key(model, names) != path.parent.name  # retrained weights are a new export...

@@ -244,6 +244,10 @@ def open_session(path: Path, threads: int) -> OnnxSession:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # No spin-waiting between operators: a spinning pool keeps every core busy after each pass, and the worker shares
+    # its cores with its own event loop (tokenizing, writing results) and often with Redis and producers. Measured on
+    # 2 cores: a real-time bert-tiny item 1.6-2.7 ms sooner (p50), throughput the same within the run-to-run noise.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     input_names = tuple(str(i.name) for i in session.get_inputs())
