@@ -11,7 +11,7 @@ import pytest
 import redis
 from sift_it_helpers import redis_url_of
 
-from producers.client import QueueFull, SiftClient
+from producers.client import ROOM_RECHECK_S, QueueFull, SiftClient
 from sift.contract import Lane
 from sift.keys import queue_name
 from sift.settings import SiftSettings
@@ -24,9 +24,7 @@ def bounded(redis_server: Any, **changes: Any) -> SiftSettings:
     return SiftSettings(
         redis_url=redis_url_of(redis_server),
         queue_prefix=f"bp-{uuid.uuid4().hex[:8]}",
-        max_queued_realtime=5,
-        max_queued_bulk=3,
-        **changes,
+        **{"max_queued_realtime": 5, "max_queued_bulk": 3, **changes},
     )
 
 
@@ -76,3 +74,25 @@ def test_block_mode_gives_up_with_a_clear_error_when_nothing_consumes(redis_serv
         with pytest.raises(QueueFull, match="are workers consuming it"):
             client.submit_many("classify", [{"id": str(i), "text": "x"} for i in range(10)], chunk_size=2)
         assert client.queue_depth(Lane.BULK) == 3
+
+
+def test_far_below_the_bound_a_producer_reads_the_depth_rarely(redis_server: Any) -> None:
+    settings = bounded(redis_server, max_queued_realtime=10_000)
+    with SiftClient(settings) as client:
+        looks = 0
+        read_depth = client.queue_depth
+
+        def counted(lane: Lane) -> int:
+            nonlocal looks
+            looks += 1
+            return read_depth(lane)
+
+        client.queue_depth = counted  # type: ignore[method-assign]
+        started = time.monotonic()
+        for i in range(200):
+            client.submit("classify", {"id": str(i), "text": "hi"})
+        elapsed = time.monotonic() - started
+        assert read_depth(Lane.REALTIME) == 200
+    # One look, then one more per ROOM_RECHECK_S at most: a round trip saved on nearly every real-time submit.
+    assert looks <= 1 + elapsed / ROOM_RECHECK_S + 1, (looks, elapsed)
+    assert looks < 200
