@@ -211,28 +211,38 @@ def engine_with_budget(engine: Any, role: str, batch_tokens: int, min_fill: floa
     return Engine(models, engine.registry, engine.policies, engine.limits, engine.worker, engine.retry)
 
 
+def engine_job(task: str, model: str, items: Sequence[dict[str, Any]]) -> Any:
+    """A bulk ``Job`` of ``items`` under a fresh id, as a producer would send it."""
+    from sift.contract import Job, Lane
+
+    return Job(
+        job_id=f"bench-{uuid.uuid4().hex[:12]}",
+        task=task,
+        model=model,
+        items=list(items),
+        lane=Lane.BULK,
+        enqueued_at=time.time(),
+    )
+
+
+def engine_latency_ms(engine: Any, model: str, task: str, item: dict[str, Any]) -> float:
+    """Milliseconds of ``engine.run`` on a job of one item (the job built beforehand, as a worker receives it)."""
+    job = engine_job(task, model, [item])
+    began = time.perf_counter()
+    _check(engine.run(job))
+    return (time.perf_counter() - began) * 1000.0
+
+
 def run_engine(
     engine: Any, model: str, task: str, items: Sequence[dict[str, Any]], tokens: int, job_size: int, label: str
 ) -> PathResult:
     """``engine.run(Job(...))`` over ``items`` in jobs of ``job_size``: the code a worker runs per message."""
-    from sift.contract import Job, Lane
-
-    def job_of(chunk: Sequence[dict[str, Any]]) -> Job:
-        return Job(
-            job_id=f"bench-{uuid.uuid4().hex[:12]}",
-            task=task,
-            model=model,
-            items=list(chunk),
-            lane=Lane.BULK,
-            enqueued_at=time.time(),
-        )
-
-    _check(engine.run(job_of(items[:WARM_UP_ITEMS])))
+    _check(engine.run(engine_job(task, model, items[:WARM_UP_ITEMS])))
     latencies: list[float] = []
     cpu = time.process_time()
     start = time.perf_counter()
     for offset in range(0, len(items), job_size):
-        job = job_of(items[offset : offset + job_size])
+        job = engine_job(task, model, items[offset : offset + job_size])
         began = time.perf_counter()
         results = engine.run(job)
         latencies.append((time.perf_counter() - began) * 1000.0)

@@ -211,6 +211,7 @@ def realtime_during_backfill(
     time_cap_s: float,
     chunk_size: int,
     drain: bool = True,
+    condition: str = "during a bulk backfill",
 ) -> RealtimeResult:
     """Real-time items while a backfill of ``bulk_items`` runs on the bulk lane of the same worker.
 
@@ -218,13 +219,21 @@ def realtime_during_backfill(
     drops the backfill's messages still queued and, with ``drain``, waits for the ones the worker holds
     (without it, the caller stops the worker next: SIGTERM finishes the message in hand only).
     """
+    from sift.contract import Lane
+    from sift.keys import queue_name
+
     handle = client.submit_many(task, bulk_items, model=model, chunk_size=chunk_size)
+    # Measured once a worker has taken the backfill's first messages, so every real-time item meets it running.
+    bulk_queue = queue_name(client.settings.queue_prefix, Lane.BULK)
+    deadline = time.monotonic() + time_cap_s
+    while client.redis.llen(bulk_queue) >= handle.messages and time.monotonic() < deadline:
+        time.sleep(0.005)
 
     def backfill_running() -> bool:
         return bool(client.store.count(handle.job_id) < handle.expected)
 
-    outcome = realtime(client, model, task, rt_items, "during a bulk backfill", backfill_running, time_cap_s)
-    removed = purge_queue(client.redis, client.settings.queue_prefix + ".bulk", chunk_size)
+    outcome = realtime(client, model, task, rt_items, condition, backfill_running, time_cap_s)
+    removed = purge_queue(client.redis, bulk_queue, chunk_size)
     if drain:
         wait_for_results(client, handle.job_id, handle.expected - removed)
     outcome.note = (outcome.note + f"; {handle.expected} bulk items sent, {removed} dropped unprocessed").lstrip("; ")

@@ -68,7 +68,7 @@ QUICK = Plan(384, 256, 32, 48, SWEEP_QUICK, 384, 128, 20_000, 20, 10.0)
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a few hundred items (under ~2 minutes on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="a few hundred items (about 2.5 minutes on 2 cores)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (bf16 on CUDA via dtype auto)")
     parser.add_argument("--out", type=Path, default=Path("out/bench"), help="where the JSON and the plot go")
     parser.add_argument("--seed", type=int, default=20240601, help="seed of the generated inputs")
@@ -133,7 +133,7 @@ class Runner:
         from workers.engine.policy import load_policies
         from workers.engine.registry import load_registry
         from workers.offline_models import build_offline_models
-        from workers.worker import parse_device
+        from workers.worker import freeze_startup_heap, parse_device
 
         started = time.perf_counter()
         load_before = loadavg()
@@ -163,6 +163,7 @@ class Runner:
                 registry, [SENTIMENT, RERANK], device, load_policies(settings.policy), settings.limits(), "bench"
             ),
         )
+        freeze_startup_heap()  # as a worker does once its models are loaded
         self.shapes = {role: flops.shape_from_config(engine.models[role].model.config) for role in (SENTIMENT, RERANK)}
         from workers.engine.forward import batch_limits
 
@@ -203,6 +204,8 @@ class Runner:
                 self.worker_memory["end"] = queued.process_memory_kb(worker.process.pid)
             finally:
                 worker.stop()
+            if device.type == "cpu" and cores >= 2:
+                self._dedicated_realtime(bench_settings, workloads)
         self.phase("DistilBERT batch_tokens sweep", lambda: self._sweep(engine, workloads[SENTIMENT][1]))
         self.matmul.append(self.phase("matmul throughput again", lambda: flops.measure_matmul(device, dtype, size)))
 
@@ -327,23 +330,36 @@ class Runner:
     def _single_then_realtime(
         self, engine: Any, client: Any, role: str, task: str, items: list[dict[str, Any]], lengths: list[int]
     ) -> None:
+        """The engine on one item per job, and a real-time item through the queue to an idle worker, in turn item by
+        item: this machine's speed drifts over seconds (other tenants), and alternating puts both sides of the
+        latency target under the same drift."""
         n = len(items)
-        run = self.phase(
-            f"{SHAPE_NAMES[role]} engine, 1 item/job",
-            lambda: paths.run_engine(engine, role, task, items, sum(lengths[:n]), 1, "sift engine, 1 item/job"),
+        singles: list[float] = []
+        alone = queued.RealtimeResult(role, "alone (idle worker)")
+        paths.engine_latency_ms(engine, role, task, items[0])  # untimed warm-ups, as every other path gets
+        queued.realtime(client, role, task, items[:1], "warm-up, untimed")
+
+        def alternate() -> None:
+            for item in items:
+                singles.append(paths.engine_latency_ms(engine, role, task, item))
+                alone.latencies_ms += queued.realtime(client, role, task, [item], alone.condition).latencies_ms
+
+        self.phase(f"{SHAPE_NAMES[role]} engine 1 item/job, and real-time alone, in turn", alternate)
+        run = paths.PathResult(
+            role, "sift engine, 1 item/job", n, sum(lengths[:n]), sum(singles) / 1000, "item", singles
         )
         self._with_flops(run, role, lengths[:n], padded=False)
         self.single[role] = run
-        queued.realtime(client, role, task, items[:1], "warm-up, untimed")  # as every other path gets one
-        self.realtime.append(
-            self.phase(
-                f"{SHAPE_NAMES[role]} real-time alone",
-                lambda: queued.realtime(client, role, task, items, "alone (idle worker)"),
-            )
-        )
+        self.realtime.append(alone)
 
     def _realtime_during_backfill(
-        self, client: Any, role: str, task: str, items: list[dict[str, Any]], drain: bool
+        self,
+        client: Any,
+        role: str,
+        task: str,
+        items: list[dict[str, Any]],
+        drain: bool,
+        condition: str = "during a bulk backfill",
     ) -> None:
         plan = self.plan
         # Enough bulk work to outlast the time cap at the measured end-to-end rate (the rest is dropped after).
@@ -352,12 +368,50 @@ class Runner:
         rt_items = items[: plan.realtime_items]
         self.realtime.append(
             self.phase(
-                f"{SHAPE_NAMES[role]} real-time during backfill",
+                f"{SHAPE_NAMES[role]} real-time {condition}",
                 lambda: queued.realtime_during_backfill(
-                    client, role, task, rt_items, bulk, plan.backfill_cap_s, self.chunk, drain
+                    client, role, task, rt_items, bulk, plan.backfill_cap_s, self.chunk, drain, condition
                 ),
             )
         )
+
+    def _dedicated_realtime(self, settings: Any, workloads: dict[str, Any]) -> None:
+        """Real-time during a backfill again, with the lanes on two workers pinned to halves of the cores: the
+        deployment the README recommends when real-time latency matters (``sift worker --queues realtime --cpus``)."""
+        from producers.client import SiftClient
+        from sift.contract import Lane
+        from sift.keys import queue_name
+        from sift.local import WorkerProcess
+        from workers.cpus import allowed_cpus, format_cpu_list
+
+        cpus = allowed_cpus()
+        half = len(cpus) // 2
+        lanes = {"bulk": format_cpu_list(cpus[:half]), "realtime": format_cpu_list(cpus[half:])}
+        workers = [
+            WorkerProcess(
+                settings,
+                device="cpu",
+                queues=lane,
+                models=f"{SENTIMENT},{RERANK}",
+                cpus=slice_,
+                log_path=self.args.out / f"worker-{lane}.log",
+            )
+            for lane, slice_ in lanes.items()
+        ]
+        condition = f"during a bulk backfill, dedicated worker (CPUs {lanes['realtime']}; bulk on {lanes['bulk']})"
+        # The shared worker's shutdown gave the backfill messages it held back to the queue: drop them first.
+        queued.purge_queue(settings.redis_client(), queue_name(settings.queue_prefix, Lane.BULK), self.chunk)
+        try:
+            for lane, worker in zip(lanes, workers, strict=True):
+                self.phase(f"{lane} worker start", worker.start)
+            with SiftClient(settings) as client:
+                for role in (RERANK, SENTIMENT):
+                    task, items, _ = workloads[role]
+                    queued.realtime(client, role, task, items[:1], "warm-up, untimed")
+                    self._realtime_during_backfill(client, role, task, items, role != SENTIMENT, condition)
+        finally:
+            for worker in workers:
+                worker.stop()
 
     def _sweep(self, engine: Any, all_items: list[dict[str, Any]]) -> None:
         items = all_items[: self.plan.sweep_items]
