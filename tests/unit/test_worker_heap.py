@@ -11,7 +11,8 @@ def test_objects_alive_at_startup_leave_the_collectors_reach_and_later_garbage_i
     startup = [[i] for i in range(1000)]  # stands for the models' modules, tensors' wrappers, vocabularies
     try:
         frozen = freeze_startup_heap()
-        assert frozen >= len(startup) and gc.get_freeze_count() == frozen
+        # Not an equality with gc.get_freeze_count(): a frozen object other threads drop leaves the count.
+        assert frozen >= len(startup)
         tracked = {id(o) for o in gc.get_objects()}
         assert id(startup) not in tracked and id(startup[0]) not in tracked
 
