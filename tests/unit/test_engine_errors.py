@@ -144,3 +144,35 @@ def test_a_poison_item_is_retried_alone_then_given_up(engine: Engine, monkeypatc
     results = engine.run(job("nli", items))
     assert calls_with_poison == 3 + 2, "alone once, then exactly `attempts` retries"
     assert [r.ok for r in results] == [True, True, False, True]
+
+
+def test_an_out_of_memory_batch_is_halved_until_it_fits_and_no_item_fails(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = engine.models["nli"]
+    real_forward = loaded.model.forward
+    rows_tried: list[int] = []
+    emptied = 0
+
+    def forward(**inputs: torch.Tensor) -> Any:
+        rows_tried.append(int(inputs["input_ids"].shape[0]))
+        if inputs["input_ids"].shape[0] > 2:  # a device with room for 2 rows at a time
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(**inputs)
+
+    def empty_cache() -> None:
+        nonlocal emptied
+        emptied += 1
+
+    items = [{"id": str(i), "premise": f"sentence number {i}", "hypothesis": "h"} for i in range(8)]
+    expected = engine.run(job("nli", items))
+    monkeypatch.setattr(loaded.model, "forward", forward)
+    monkeypatch.setattr(torch.cuda, "empty_cache", empty_cache)
+    results = engine.run(job("nli", items))
+
+    assert all(r.ok for r in results), [r.error for r in results if r.error]
+    assert rows_tried[0] == 8 and max(n for n in rows_tried if n <= 2) == 2, rows_tried
+    assert emptied == sum(1 for n in rows_tried if n > 2), "the allocator's cache is given back after each OOM"
+    for got, want in zip(results, expected, strict=True):
+        assert got.label == want.label
+        assert [s.score for s in got.scores] == pytest.approx([s.score for s in want.scores], abs=1e-5)
