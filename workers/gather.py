@@ -4,8 +4,9 @@ Real-time traffic arrives as many one-item messages, bulk traffic as large ones;
 full batches of similar lengths either way. The gatherer holds the tokenized items of every
 message a worker has taken (and not yet acknowledged), and each :meth:`Gatherer.step` runs ONE
 forward batch, so the worker's event loop gets control back between batches to take in new
-messages: a real-time item that arrives during a backfill waits for one batch, not for a
-whole bulk message.
+messages: a real-time item that arrives during a backfill waits for one batch at most, not for a
+whole bulk message (none, where the worker runs real-time batches on a thread of their own beside
+the bulk one: :meth:`Gatherer.begin_step` plans each lane apart for that).
 
 Which batch: per model, the real-time rows if there are any (alone, so a real-time item pays
 for its own forward pass only), else the bulk rows in arrival order, up to ``lookahead``
@@ -182,14 +183,18 @@ class Gatherer:
         self.engine.forward(step.role, step.rows)
         return self.finish_step(step, time.perf_counter() - began)
 
-    def begin_step(self) -> Step | None:
-        """Choose the next forward batch among the rows no begun step holds; run ``engine.forward(step.role,
-        step.rows)`` (on one thread, steps in the order begun), then :meth:`finish_step` each in that order, or
-        :meth:`cancel_step` one that never ran. Between the two, only :meth:`add` and more :meth:`begin_step`."""
-        role = self._most_urgent_role()
+    def begin_step(self, lane: Lane | None = None) -> Step | None:
+        """Choose the next forward batch among the rows no begun step holds (of ``lane`` only, when given); run
+        ``engine.forward(step.role, step.rows)``, then :meth:`finish_step` it, or :meth:`cancel_step` one that never
+        ran. Between the two, only :meth:`add`, more :meth:`begin_step` and other steps' :meth:`finish_step`.
+
+        Steps of one lane run on one thread in the order begun and finish in that order; a real-time step may run
+        on a thread of its own beside a bulk one and finish before it (their rows never belong to the same unit).
+        """
+        role = self._most_urgent_role(lane)
         if role is None:
             return None
-        candidates = self._candidates(role, self._queues[role])
+        candidates = self._candidates(role, self._queues[role], lane)
         lengths = [len(unit.input_ids[k]) for unit, k in candidates]
         batches = plan_batches(lengths, batch_limits(self.engine.models[role]))
         batch = sorted(next(b for b in batches if 0 in b))  # candidate 0 is the most urgent row
@@ -260,11 +265,14 @@ class Gatherer:
         self._queues = {role: _RoleQueue() for role in self.engine.models}
         return held
 
-    def _most_urgent_role(self) -> str | None:
-        """The model whose most urgent unplanned row is a real-time one, oldest first; else the oldest bulk one."""
+    def _most_urgent_role(self, only: Lane | None = None) -> str | None:
+        """The model whose most urgent unplanned row is a real-time one, oldest first; else the oldest bulk one
+        (of lane ``only``, when given)."""
         best: tuple[int, float, str] | None = None
         for role, queue in self._queues.items():
             for rank, lane in enumerate((queue.realtime, queue.bulk)):
+                if only is not None and rank != (0 if only is Lane.REALTIME else 1):
+                    continue
                 arrival = next((at for unit, at in lane if self._unplanned(unit)), None)
                 if arrival is not None:
                     key = (rank, arrival, role)
@@ -281,8 +289,9 @@ class Gatherer:
         """Some real-time row waits that no begun step holds."""
         return any(self._unplanned(unit) for queue in self._queues.values() for unit, _ in queue.realtime)
 
-    def _candidates(self, role: str, queue: _RoleQueue) -> list[Row]:
-        """Unscored rows of ``role``, most urgent first, up to ``lookahead`` budgets of tokens.
+    def _candidates(self, role: str, queue: _RoleQueue, lane: Lane | None = None) -> list[Row]:
+        """Unscored rows of ``role`` (of ``lane`` only, when given), most urgent first, up to ``lookahead`` budgets
+        of tokens.
 
         Real-time rows, when there are any, are batched only with each other: a real-time item
         should pay for its own forward pass, not for a budget's worth of bulk rows beside it.
@@ -290,8 +299,11 @@ class Gatherer:
         limit = self.lookahead * self.budget(role)
         rows: list[Row] = []
         tokens = 0
-        realtime = [(unit, todo) for unit, _ in queue.realtime if (todo := self._unplanned(unit))]
-        for unit, todo in realtime or ((unit, self._unplanned(unit)) for unit, _ in queue.bulk):
+        realtime = (
+            [] if lane is Lane.BULK else [(unit, todo) for unit, _ in queue.realtime if (todo := self._unplanned(unit))]
+        )
+        bulk = [] if lane is Lane.REALTIME else queue.bulk
+        for unit, todo in realtime or ((unit, self._unplanned(unit)) for unit, _ in bulk):
             for k in todo:
                 rows.append((unit, k))
                 tokens += len(unit.input_ids[k])

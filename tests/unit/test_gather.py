@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from pathlib import Path
 
@@ -251,3 +252,51 @@ def test_due_in_counts_only_rows_no_pass_holds(engine: Engine) -> None:
         pass
     wait = gatherer.due_in(time.monotonic())
     assert wait is not None and wait > 0, "everything is planned: nothing more is due before max_wait"
+
+
+def test_a_real_time_pass_runs_and_is_answered_beside_a_bulk_pass_still_running(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gatherer = Gatherer(small_budget(engine))
+    admit(gatherer, job("bulk", TEXTS[:32], Lane.BULK))
+    assert gatherer.begin_step(Lane.REALTIME) is None, "no real-time row waits"
+    bulk = gatherer.begin_step(Lane.BULK)
+    assert bulk is not None and not bulk.realtime
+    admit(gatherer, job("urgent", [TEXTS[40]], Lane.REALTIME))
+    next_bulk = gatherer.begin_step(Lane.BULK)
+    assert next_bulk is not None and not next_bulk.realtime, "the bulk thread's lane plans bulk rows only"
+    gatherer.cancel_step(next_bulk)
+    urgent = gatherer.begin_step(Lane.REALTIME)
+    assert urgent is not None and urgent.realtime and [u.admission.job.job_id for u, _ in urgent.rows] == ["urgent"]
+
+    model = gatherer.engine.models["sentiment"].model
+    real_forward = model.forward
+    urgent_done = threading.Event()
+    waited: list[bool] = []
+
+    def forward(**inputs: torch.Tensor) -> object:
+        if threading.current_thread().name == "bulk":
+            # The bulk pass cannot finish before the real-time one has: they must run side by side.
+            waited.append(urgent_done.wait(30))
+        return real_forward(**inputs)
+
+    monkeypatch.setattr(model, "forward", forward)
+    bulk_pass = threading.Thread(target=gatherer.engine.forward, args=(bulk.role, bulk.rows), name="bulk")
+    bulk_pass.start()
+    gatherer.engine.forward(urgent.role, urgent.rows, realtime=True)
+    answered = gatherer.finish_step(urgent, 0.01).completed
+    urgent_done.set()
+    bulk_pass.join(30)
+    assert waited and all(waited), "the real-time pass ran while the bulk pass was held mid-way"
+    assert [held.handle for held in answered] == ["urgent"], "answered while the bulk pass still ran"
+
+    completed = answered + gatherer.finish_step(bulk, 0.01).completed
+    monkeypatch.undo()
+    while (step := gatherer.step()) is not None:
+        completed += step.completed
+    assert [held.handle for held in completed] == ["urgent", "bulk"]
+    assert gatherer.held == 0 and gatherer.buffered_tokens() == 0
+    for held in completed:
+        for gathered, alone in zip(engine.results(held.admission), engine.run(held.admission.job), strict=True):
+            assert gathered.label == alone.label
+            np.testing.assert_allclose([s.score for s in gathered.scores], [s.score for s in alone.scores], atol=1e-5)

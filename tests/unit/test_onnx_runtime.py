@@ -17,7 +17,7 @@ from sift.contract import DEFAULT_LIMITS, Job
 from sift.settings import SettingsError
 from workers.engine.engine import Engine
 from workers.engine.forward import encode, score
-from workers.engine.loading import LoadedModel, load_model, resolve_runtime
+from workers.engine.loading import LoadedModel, add_realtime_session, load_model, resolve_runtime
 from workers.engine.onnx_runtime import (
     OnnxUnavailable,
     cached_export,
@@ -215,3 +215,24 @@ def test_without_the_onnx_extra_auto_serves_torch_and_onnx_says_what_to_install(
     assert np.isfinite(score(loaded, encoded).logits).all()
     with pytest.raises(OnnxUnavailable, match="onnxruntime"):
         _load(registry, "rerank", "onnx")
+
+
+@needs_onnx
+def test_a_real_time_session_of_its_own_scores_exactly_like_the_main_one_beside_a_running_pass(
+    registry: Registry,
+) -> None:
+    loaded = _load(registry, "nli", "onnx")
+    assert add_realtime_session(loaded) and loaded.realtime_onnx is not None
+    assert loaded.realtime_onnx.session is not loaded.onnx.session and loaded.realtime_onnx.path == loaded.onnx.path
+    first = loaded.realtime_onnx
+    assert add_realtime_session(loaded) and loaded.realtime_onnx is first, "opened once"
+    encoded = encode(loaded, list(PAIRS) * 8)
+    want = score(loaded, encoded)
+    with ThreadPoolExecutor(max_workers=1) as bulk_thread:
+        bulk = bulk_thread.submit(score, loaded, encoded)  # the main session busy meanwhile
+        got = score(loaded, encoded, realtime=True)
+        beside = bulk.result()
+    # The same graph and options: equal up to the summation order threads may take.
+    np.testing.assert_allclose(got.logits, want.logits, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(beside.logits, want.logits, atol=1e-6, rtol=0)
+    assert not add_realtime_session(_load(registry, "nli", "torch")), "torch needs no second copy"

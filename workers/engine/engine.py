@@ -32,7 +32,7 @@ from sift.contract.items import item_key, printable
 from sift.telemetry import WorkerMetrics
 from workers.engine.forward import NO_RETRY, Encoded, RetryPolicy, encode, score, warm_up
 from workers.engine.heads import HeadOutput, Pair, UnsupportedModel, check_supported, head_output, sequences_for
-from workers.engine.loading import LoadedModel, load_model
+from workers.engine.loading import LoadedModel, add_realtime_session, load_model
 from workers.engine.logit_cache import CachedLogits, LogitCache, dedupe, model_key_for
 from workers.engine.policy import Cascade, Policy, PolicySet
 from workers.engine.registry import Registry
@@ -177,6 +177,15 @@ class Engine:
             warm_up(models[role])
         return cls(models, registry, policies, limits, worker, retry, cache=cache, metrics=metrics)
 
+    def open_realtime_sessions(self) -> list[str]:
+        """Give each ONNX Runtime model a second session for real-time passes (warmed up); returns those roles."""
+        roles = []
+        for role, loaded in self.models.items():
+            if add_realtime_session(loaded):
+                warm_up(loaded, realtime=True)
+                roles.append(role)
+        return roles
+
     def run(self, job: Job) -> list[ItemResult]:
         """Answer every item of ``job``: a prediction or a clear per-item error, in item order."""
         admission, units = self.admit(job)
@@ -216,11 +225,13 @@ class Engine:
                 self._answer(unit)
         return admission, [unit for unit in units if unit.todo]
 
-    def forward(self, role: str, rows: list[Row]) -> list[Unit]:
+    def forward(self, role: str, rows: list[Row], *, realtime: bool = False) -> list[Unit]:
         """Score ``rows`` of ``role`` in token-budget batches; answer and return the units this completes.
 
         With the cache on, a sequence that repeats in ``rows`` (a backfill's duplicate texts, messages
-        held together) is scored once, and what was scored is stored for the next ones.
+        held together) is scored once, and what was scored is stored for the next ones. ``realtime``: on the
+        models' real-time sessions (:meth:`open_realtime_sessions`), beside a bulk pass on another thread; two
+        calls at once must hold rows of different units.
         """
         loaded = self.models[role]
         keyed = self.cache.active
@@ -232,7 +243,7 @@ class Engine:
             None if "token_type_ids" not in loaded.input_names else [_types(unit, k) for unit, k in unique],
             [unit.truncated[k] for unit, k in unique],
         )
-        scored = score(loaded, encoded, self.retry)
+        scored = score(loaded, encoded, self.retry, realtime=realtime)
         if keyed:
             # Rows that failed are NaN: store_keys never caches them, so they are tried again next time.
             self.cache.store_keys([keys[i] for i in firsts], scored.logits, encoded.truncated)

@@ -83,8 +83,8 @@ def batch_limits(loaded: LoadedModel) -> BatchLimits:
     return BatchLimits(spec.tokens_per_batch(loaded.device.type), spec.max_batch_items, spec.min_fill)
 
 
-def score(loaded: LoadedModel, encoded: Encoded, retry: RetryPolicy = NO_RETRY) -> Scored:
-    """Logits of every encoded sequence.
+def score(loaded: LoadedModel, encoded: Encoded, retry: RetryPolicy = NO_RETRY, *, realtime: bool = False) -> Scored:
+    """Logits of every encoded sequence (``realtime``: on the model's real-time session, where it has one).
 
     A batch that raises is split in halves until the culprit is alone (a CUDA out-of-memory
     error halves the batch the same way); a culprit alone is retried per ``retry``, then
@@ -98,7 +98,7 @@ def score(loaded: LoadedModel, encoded: Encoded, retry: RetryPolicy = NO_RETRY) 
     failures.update({i: "the tokenizer could not encode this input" for i, n in enumerate(lengths) if n == 0})
     scorable = [i for i, n in enumerate(lengths) if n > 0]
     for batch in plan_batches([lengths[i] for i in scorable], limits):
-        _score_isolating(loaded, encoded, [scorable[j] for j in batch], logits, failures, retry)
+        _score_isolating(loaded, encoded, [scorable[j] for j in batch], logits, failures, retry, realtime)
     return Scored(logits, failures)
 
 
@@ -109,18 +109,19 @@ def _score_isolating(
     out: np.ndarray,
     failures: dict[int, str],
     retry: RetryPolicy,
+    realtime: bool,
 ) -> None:
     try:
-        out[batch] = forward_batch(loaded, encoded, batch)
+        out[batch] = forward_batch(loaded, encoded, batch, realtime=realtime)
         return
     except Exception as err:  # noqa: BLE001 - any model error is isolated to the items that cause it
         _release_device_memory(err)
         if len(batch) == 1:
-            _retry_alone(loaded, encoded, batch[0], out, failures, retry, err)
+            _retry_alone(loaded, encoded, batch[0], out, failures, retry, err, realtime)
             return
     middle = len(batch) // 2
-    _score_isolating(loaded, encoded, batch[:middle], out, failures, retry)
-    _score_isolating(loaded, encoded, batch[middle:], out, failures, retry)
+    _score_isolating(loaded, encoded, batch[:middle], out, failures, retry, realtime)
+    _score_isolating(loaded, encoded, batch[middle:], out, failures, retry, realtime)
 
 
 def _retry_alone(
@@ -131,12 +132,13 @@ def _retry_alone(
     failures: dict[int, str],
     retry: RetryPolicy,
     first_error: Exception,
+    realtime: bool,
 ) -> None:
     error = first_error
     for delay in retry.delays():
         time.sleep(delay)
         try:
-            out[[index]] = forward_batch(loaded, encoded, [index])
+            out[[index]] = forward_batch(loaded, encoded, [index], realtime=realtime)
             log.info("sequence in %s succeeded on retry after %r", loaded.info.role, first_error)
             return
         except Exception as err:  # noqa: BLE001
@@ -153,8 +155,12 @@ def _release_device_memory(err: Exception) -> None:
         torch.cuda.empty_cache()
 
 
-def forward_batch(loaded: LoadedModel, encoded: Encoded, batch: list[int]) -> np.ndarray:
-    """Pad ``batch`` to its longest sequence, run one forward pass (torch or ORT), return float32 logits."""
+def forward_batch(loaded: LoadedModel, encoded: Encoded, batch: list[int], *, realtime: bool = False) -> np.ndarray:
+    """Pad ``batch`` to its longest sequence, run one forward pass (torch or ORT), return float32 logits.
+
+    ``realtime``: on the model's real-time ORT session where it has one (:func:`~workers.engine.loading.
+    add_realtime_session`), so that it runs beside a bulk pass on the main session without sharing its threads.
+    """
     longest = max(len(encoded.input_ids[i]) for i in batch)
     pad_id = loaded.tokenizer.pad_token_id or 0
     ids = np.full((len(batch), longest), pad_id, dtype=np.int64)
@@ -167,8 +173,9 @@ def forward_batch(loaded: LoadedModel, encoded: Encoded, batch: list[int]) -> np
         if encoded.token_type_ids is not None:
             types[row, : len(sequence)] = encoded.token_type_ids[index]
     arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-    if loaded.onnx is not None:
-        return loaded.onnx.run(arrays)
+    onnx = loaded.realtime_onnx if realtime and loaded.realtime_onnx is not None else loaded.onnx
+    if onnx is not None:
+        return onnx.run(arrays)
     inputs = {name: torch.from_numpy(arrays[name]).to(loaded.device) for name in loaded.input_names}
     with torch.inference_mode():
         logits = loaded.model(**inputs).logits
@@ -176,8 +183,8 @@ def forward_batch(loaded: LoadedModel, encoded: Encoded, batch: list[int]) -> np
     return result
 
 
-def warm_up(loaded: LoadedModel) -> None:
+def warm_up(loaded: LoadedModel, *, realtime: bool = False) -> None:
     """One small forward pass, so the first real message does not pay for lazy initialisation."""
     pair = "token_type_ids" in loaded.input_names or loaded.info.num_labels != 2
     sequences: list[Pair] = [("warm up", "warm up")] if pair else [("warm up", None)]
-    forward_batch(loaded, encode(loaded, sequences), [0])
+    forward_batch(loaded, encode(loaded, sequences), [0], realtime=realtime)
