@@ -79,6 +79,10 @@ class SiftSettings(BaseSettings):
     """Run forward passes on a thread of their own, so the worker's event loop keeps reading the broker and
     tokenizing the next messages meanwhile. Off: every pass blocks the loop, so a message Redis has already
     handed over waits unread in the socket for the whole pass (lost if the worker is killed then)."""
+    realtime_thread: bool = True
+    """On a worker that consumes both lanes (with ``forward_thread``): run real-time passes on a second thread,
+    beside the bulk pass in flight, instead of after it. An ONNX Runtime model gets a second session for them
+    (a second copy of its weights). Off: a real-time item waits for the bulk pass in flight."""
     registry: Path | None = None
     """Model registry YAML; unset means the reference Hugging Face models."""
     policy: Path | None = None

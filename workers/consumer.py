@@ -12,6 +12,9 @@ Flow control uses Celery's own consumer features: ``worker_prefetch_multiplier``
 messages held (the worker runs with concurrency 1), and while the worker holds enough bulk
 work to keep the device busy it stops consuming the bulk queue (``cancel_task_queue``, as the
 ``cancel_consumer`` remote control does), so a free slot is always there for real-time messages.
+
+Passes run off the event loop: bulk ones on the forward thread (two handed over at a time), real-time ones on a
+real-time thread beside it (``realtime_thread``), so a real-time item never waits for a bulk pass to finish.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from kombu.asynchronous.timer import Entry
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from sift.contract import ErrorCode, ErrorInfo, ItemResult, Job
+from sift.contract import ErrorCode, ErrorInfo, ItemResult, Job, Lane
 from sift.contract.items import describe_validation_error, item_key, printable
 from sift.dead_letters import DeadLetters
 from sift.results_store import ResultStore
@@ -79,6 +82,12 @@ class GatheringTask(Task):  # type: ignore[misc]  # celery ships no type hints
     next messages (and writes results); off: everything on the event loop's thread."""
     executor: ThreadPoolExecutor | None = None
     """The one forward thread, shared by every consumer restart so two passes never overlap."""
+    realtime_thread: bool = False
+    """Run real-time passes on a second thread, beside the bulk pass in flight, instead of after it (needs
+    ``forward_thread``). A CPU cannot preempt a pass: without it a real-time item waits for the bulk pass in
+    flight (up to a second for DistilBERT on 2 cores); with it the two share the cores while both run."""
+    realtime_executor: ThreadPoolExecutor | None = None
+    """The real-time thread, shared by every consumer restart like ``executor``."""
     pump: MessagePump | None = None
     """The current consumer's pump; a restart retires the previous one."""
 
@@ -113,6 +122,8 @@ class MessagePump:
         self._next_at = 0.0
         self._inflight: deque[tuple[Step, Future[float]]] = deque()
         """Passes handed to the forward thread, in the order it runs them (the first may be running)."""
+        self._realtime: deque[tuple[Step, Future[float]]] = deque()
+        """The real-time pass handed to the real-time thread (at most one), with ``realtime_thread``."""
         self._wake_read = self._wake_write = -1
         # Held while the forward thread writes to the pipe and while retire() closes it: a closed pipe's
         # descriptor number may be reused at once (by a new broker socket), which must never get that byte.
@@ -121,6 +132,8 @@ class MessagePump:
         if task.forward_thread and hub is not None:
             if task.executor is None:
                 task.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sift-forward")
+            if task.realtime_thread and task.realtime_executor is None:
+                task.realtime_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sift-realtime")
             # The forward thread wakes the event loop through a pipe the hub watches: no polling.
             self._wake_read, self._wake_write = os.pipe()
             os.set_blocking(self._wake_read, False)
@@ -181,7 +194,11 @@ class MessagePump:
         report = None
         try:
             if self._threaded:
-                if self._inflight or self._launch():
+                if self._realtime_beside:
+                    self._launch_realtime()
+                if not self._inflight:
+                    self._launch()
+                if self._inflight or self._realtime:
                     self._flow_control()  # a pass in flight plans the next when it is done
                     return
             else:
@@ -200,35 +217,56 @@ class MessagePump:
         """Forward passes run on the forward thread (the event loop only plans them and answers)."""
         return self._wake_write >= 0 and self.task.executor is not None
 
+    @property
+    def _realtime_beside(self) -> bool:
+        """Real-time passes run on the real-time thread, bulk passes on the forward thread."""
+        return self._threaded and self.task.realtime_thread and self.task.realtime_executor is not None
+
     def _launch(self) -> bool:
         """Hand the next forward batch to the forward thread; False when no row is left to plan."""
         assert self.task.executor is not None
-        step = self.gatherer.begin_step()
+        step = self.gatherer.begin_step(Lane.BULK if self._realtime_beside else None)
         if step is None:
             return False
-        future = self.task.executor.submit(self._timed_forward, step)
-        self._inflight.append((step, future))
-        future.add_done_callback(self._wake)
+        self._submit(self.task.executor, self._inflight, step)
         return True
 
+    def _launch_realtime(self) -> bool:
+        """Hand waiting real-time rows to the real-time thread when it is free; True when a pass was handed over."""
+        if self._realtime or self.task.realtime_executor is None:
+            return False
+        step = self.gatherer.begin_step(Lane.REALTIME)
+        if step is None:
+            return False
+        self._submit(self.task.realtime_executor, self._realtime, step)
+        return True
+
+    def _submit(self, executor: ThreadPoolExecutor, passes: deque[tuple[Step, Future[float]]], step: Step) -> None:
+        future = executor.submit(self._timed_forward, step)
+        passes.append((step, future))
+        future.add_done_callback(self._wake)
+
     def _timed_forward(self, step: Step) -> float:
-        """On the forward thread: one pass; returns its seconds (from its start, not from when it was queued)."""
+        """On a forward thread: one pass; returns its seconds (from its start, not from when it was queued)."""
         began = time.perf_counter()
-        self.gatherer.engine.forward(step.role, step.rows)
+        self.gatherer.engine.forward(step.role, step.rows, realtime=step.realtime)
         return time.perf_counter() - began
 
     def _launch_if_due(self) -> bool:
         """Keep :data:`PASSES_AHEAD` passes with the forward thread while batches are due; True when any is."""
         if not self._threaded or _stopping():
-            return bool(self._inflight)
+            return bool(self._inflight or self._realtime)
         try:
-            self._let_realtime_ahead()
+            if not self._realtime_beside:
+                self._let_realtime_ahead()
+            elif self.gatherer.due_in(time.monotonic()) == 0.0:
+                self._launch_realtime()
             while len(self._inflight) < PASSES_AHEAD and self.gatherer.due_in(time.monotonic()) == 0.0:
                 if not self._launch():
                     break
         except Exception:  # noqa: BLE001 - logged with its traceback by _requeue_all
             self._requeue_all("planning a gathered batch failed")
-        return bool(self._inflight)
+        return bool(self._inflight or self._realtime)
 
     def _let_realtime_ahead(self) -> None:
         """Take back a bulk pass that has not started when real-time rows wait: they go next instead."""
@@ -251,14 +289,15 @@ class MessagePump:
             while os.read(self._wake_read, 64):
                 pass
         reports: list[StepReport] = []
-        while self._inflight and self._inflight[0][1].done():
-            step, future = self._inflight.popleft()
-            if future.cancelled():
-                continue
-            try:
-                reports.append(self.gatherer.finish_step(step, future.result()))
-            except Exception:  # noqa: BLE001 - logged with its traceback by _requeue_all
-                self._requeue_all("a gathered batch failed")
+        for passes in (self._realtime, self._inflight):
+            while passes and passes[0][1].done():
+                step, future = passes.popleft()
+                if future.cancelled():
+                    continue
+                try:
+                    reports.append(self.gatherer.finish_step(step, future.result()))
+                except Exception:  # noqa: BLE001 - logged with its traceback by _requeue_all
+                    self._requeue_all("a gathered batch failed")
         # The next passes are handed over before these messages are written and acked: the device computes while
         # the loop serializes results and talks to Redis, instead of waiting for it.
         self._launch_if_due()
@@ -307,6 +346,9 @@ class MessagePump:
         for step, future in list(self._inflight)[1:]:
             if future.cancel():
                 self._inflight.remove((step, future))
+        for step, future in list(self._realtime):
+            if future.cancel():
+                self._realtime.remove((step, future))
 
     def _regulate(self) -> None:
         """Schedule the next step when it is due, and pause or resume the bulk lane."""

@@ -70,6 +70,13 @@ def resolve_queues(prefix: str, names: tuple[str, ...]) -> list[str]:
     return [queue_name(prefix, lanes[n]) if n in lanes else n for n in names]
 
 
+def realtime_thread_wanted(settings: SiftSettings, consumed: list[str]) -> bool:
+    """Whether real-time passes get a thread of their own: only where both lanes share this worker (a worker of
+    one lane never has a bulk pass for a real-time item to wait for) and passes run off the event loop."""
+    lanes = {queue_name(settings.queue_prefix, lane) for lane in Lane}
+    return settings.forward_thread and settings.realtime_thread and lanes <= set(consumed)
+
+
 def roles_to_load(registry: Registry, requested: tuple[str, ...]) -> list[str]:
     """The roles named, or every role a task defaults to (the policy's model included)."""
     if requested:
@@ -127,6 +134,12 @@ def run_worker(settings: SiftSettings, options: WorkerOptions) -> int:
         metrics=metrics,
     )
     metrics.watch_gpu_memory(str(device))  # read at scrape time; nothing on a CPU worker
+    consumed = resolve_queues(settings.queue_prefix, options.queues)
+    bulk = queue_name(settings.queue_prefix, Lane.BULK)
+    realtime_beside = realtime_thread_wanted(settings, consumed)
+    if realtime_beside:
+        second = engine.open_realtime_sessions()
+        log.info("real-time passes run beside bulk passes%s", f" (second ORT session: {second})" if second else "")
     freeze_startup_heap()
     log.info(
         "worker %s ready on %s with %s (torch threads %d on CPUs %s; logit cache %s)",
@@ -147,11 +160,10 @@ def run_worker(settings: SiftSettings, options: WorkerOptions) -> int:
         stream_maxlen=settings.results_stream_maxlen,
     )
     dead_letters = DeadLetters(connection, prefix=settings.queue_prefix, max_len=settings.dead_letter_max)
-    consumed = resolve_queues(settings.queue_prefix, options.queues)
-    bulk = queue_name(settings.queue_prefix, Lane.BULK)
     infer = register_tasks(app, engine, store, dead_letters, bulk_queue=bulk if bulk in consumed else None)
     infer.metrics = metrics
     infer.forward_thread = settings.forward_thread
+    infer.realtime_thread = realtime_beside
     queues = ",".join(consumed)
     argv = [
         "worker",
