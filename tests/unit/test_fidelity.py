@@ -108,8 +108,8 @@ def test_a_diverging_fp32_path_fails(
 ) -> None:
     real = forward.forward_batch
 
-    def drifting(loaded, encoded, batch):
-        logits = real(loaded, encoded, batch)
+    def drifting(loaded, encoded, batch, **options):
+        logits = real(loaded, encoded, batch, **options)
         return logits + np.linspace(0.0, 0.01, logits.shape[-1], dtype=np.float32)
 
     monkeypatch.setattr(forward, "forward_batch", drifting)
@@ -208,7 +208,11 @@ def test_main_exits_1_when_a_default_path_diverges(
     registry_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real = forward.forward_batch
-    monkeypatch.setattr(forward, "forward_batch", lambda loaded, encoded, batch: real(loaded, encoded, batch) * 1.01)
+
+    def off_by_one_percent(loaded, encoded, batch, **options):
+        return real(loaded, encoded, batch, **options) * 1.01
+
+    monkeypatch.setattr(forward, "forward_batch", off_by_one_percent)
     out = tmp_path / "fidelity.json"
     code = fd.main(
         ["--registry", str(registry_file), "--roles", "rerank", "--paths", "bf16", "--n", "8", "--json", str(out)]
