@@ -220,7 +220,8 @@ class MessagePump:
     @property
     def _realtime_beside(self) -> bool:
         """Real-time passes run on the real-time thread, bulk passes on the forward thread."""
-        return self._threaded and self.task.realtime_thread and self.task.realtime_executor is not None
+        # The real-time executor exists only where realtime_thread asked for it (see __init__).
+        return self._threaded and self.task.realtime_executor is not None
 
     def _launch(self) -> bool:
         """Hand the next forward batch to the forward thread; False when no row is left to plan."""
@@ -253,7 +254,8 @@ class MessagePump:
         return time.perf_counter() - began
 
     def _launch_if_due(self) -> bool:
-        """Keep :data:`PASSES_AHEAD` passes with the forward thread while batches are due; True when any is."""
+        """Keep :data:`PASSES_AHEAD` passes with the forward thread (and, with ``realtime_thread``, waiting real-time
+        rows with the real-time thread) while batches are due; True when any pass is in flight."""
         if not self._threaded or _stopping():
             return bool(self._inflight or self._realtime)
         try:

@@ -270,8 +270,8 @@ class Gatherer:
         (of lane ``only``, when given)."""
         best: tuple[int, float, str] | None = None
         for role, queue in self._queues.items():
-            for rank, lane in enumerate((queue.realtime, queue.bulk)):
-                if only is not None and rank != (0 if only is Lane.REALTIME else 1):
+            for rank, (kind, lane) in enumerate(((Lane.REALTIME, queue.realtime), (Lane.BULK, queue.bulk))):
+                if only not in (None, kind):
                     continue
                 arrival = next((at for unit, at in lane if self._unplanned(unit)), None)
                 if arrival is not None:
