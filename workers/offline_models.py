@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 import yaml
+from filelock import FileLock
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, DistilBertConfig
 
 from workers.engine.registry import load_registry
@@ -97,15 +99,41 @@ def build_offline_models(out_dir: Path, *, seed: int = 0, force: bool = False) -
 
     Built once: a later call with the same builder version and the same shipped batching returns the existing
     registry (a change of the shipped registry's batching rebuilds it, so the stand-ins stay batched alike).
+    Processes that start together on a cold cache (a demo beside a benchmark, test processes in parallel) take
+    turns on a lock: the first builds, into a staging directory renamed into place, and the others use its build.
     """
-    registry_path = out_dir / "registry.yaml"
-    stamp = out_dir / "BUILT"
+    built_as = _build_stamp()
+    if not force and _built(out_dir, built_as):
+        return out_dir / "registry.yaml"
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(out_dir.parent / f".{out_dir.name}.lock"):
+        if not force and _built(out_dir, built_as):
+            log.info("another process built the offline models while this one waited; using them")
+            return out_dir / "registry.yaml"
+        staging = out_dir.parent / f".{out_dir.name}.building-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            _write_models(staging, seed)
+            (staging / "BUILT").write_text(built_as)
+            shutil.rmtree(out_dir, ignore_errors=True)
+            staging.rename(out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    log.info("built offline models in %s", out_dir)
+    return out_dir / "registry.yaml"
+
+
+def _build_stamp() -> str:
     batching = {shape.role: reference_batching(shape.role) for shape in reference_shapes()}
-    built_as = f"{BUILDER_VERSION} {hashlib.sha256(json.dumps(batching, sort_keys=True).encode()).hexdigest()[:16]}"
-    if not force and stamp.exists() and stamp.read_text().strip() == built_as and registry_path.exists():
-        return registry_path
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
+    return f"{BUILDER_VERSION} {hashlib.sha256(json.dumps(batching, sort_keys=True).encode()).hexdigest()[:16]}"
+
+
+def _built(out_dir: Path, built_as: str) -> bool:
+    stamp = out_dir / "BUILT"
+    return stamp.is_file() and stamp.read_text().strip() == built_as and (out_dir / "registry.yaml").is_file()
+
+
+def _write_models(out_dir: Path, seed: int) -> None:
     out_dir.mkdir(parents=True)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source()))
     models: dict[str, dict[str, Any]] = {}
@@ -116,7 +144,7 @@ def build_offline_models(out_dir: Path, *, seed: int = 0, force: bool = False) -
             "source": f"./{shape.role}",
             "kind": shape.kind,
             "max_length": 512,
-            **batching[shape.role],
+            **reference_batching(shape.role),
             "note": RANDOM_NOTE,
         }
     registry = {
@@ -129,10 +157,9 @@ def build_offline_models(out_dir: Path, *, seed: int = 0, force: bool = False) -
             "moderate": "zero_shot",
         },
     }
-    registry_path.write_text("# Offline test models: " + RANDOM_NOTE + "\n" + yaml.safe_dump(registry, sort_keys=False))
-    stamp.write_text(built_as)
-    log.info("built offline models in %s", out_dir)
-    return registry_path
+    (out_dir / "registry.yaml").write_text(
+        "# Offline test models: " + RANDOM_NOTE + "\n" + yaml.safe_dump(registry, sort_keys=False)
+    )
 
 
 def _save_model(shape: OfflineModel, tokenizer: Any, path: Path) -> None:

@@ -14,7 +14,6 @@ reads (``token_type_ids``) is refused: served, it would silently score every pai
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib
 import importlib.metadata
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -187,17 +187,6 @@ def export_onnx(model: torch.nn.Module, input_names: tuple[str, ...], path: Path
         )
 
 
-@contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) while the block runs."""
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def cached_export(model: torch.nn.Module, input_names: tuple[str, ...], cache_root: Path) -> Path:
     """The ONNX file of ``model`` under ``cache_root``, exported first when no worker has done so yet.
 
@@ -211,7 +200,7 @@ def cached_export(model: torch.nn.Module, input_names: tuple[str, ...], cache_ro
     if (final / MODEL_FILE).is_file():
         return final / MODEL_FILE
     cache_root.mkdir(parents=True, exist_ok=True)
-    with _exclusive(cache_root / f".{key}.lock"):
+    with FileLock(cache_root / f".{key}.lock"):
         if (final / MODEL_FILE).is_file():
             log.info("another worker exported %s while this one waited; using its file", key)
             return final / MODEL_FILE
