@@ -25,7 +25,8 @@ demo: setup  ## private Redis + one worker + backfill of examples/, summary tabl
 	$(BIN)/sift demo
 
 test: setup  ## unit and integration tests (integration tests start their own redis-server and workers)
-	$(BIN)/python -m pytest -q --durations=15 tests
+	# One process per core (at most 4), each file on one of them, so module fixtures start their servers once.
+	$(BIN)/python -m pytest -q --durations=15 -n auto --maxprocesses=4 --dist loadfile tests
 
 lint: setup
 	$(BIN)/ruff check .
