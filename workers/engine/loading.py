@@ -114,10 +114,11 @@ def add_realtime_session(loaded: LoadedModel) -> bool:
     """Open a second ORT session for real-time passes on ``loaded``; False where torch serves it (nothing to do).
 
     A real-time pass that runs beside a bulk pass on the same session shares that session's intra-op threads and
-    waits for them in every operator (DistilBERT, one item beside a bulk pass on 2 cores, measured once with a
-    throwaway script: p50 81 ms, p99 384 ms). On a session of its own the operating system shares the cores
-    between the two (p50 59 ms, p99 111 ms), at the cost of a second copy of the weights (by parameter count,
-    about 260 MB of fp32 for DistilBERT, 17 MB for bert-tiny).
+    waits for them in every operator; on a session of its own the operating system shares the cores between the
+    two, at the cost of a second copy of the weights (by parameter count, about 260 MB of fp32 for DistilBERT,
+    17 MB for bert-tiny). ``python -m benchmarks.realtime_beside`` measures both, one item beside a bulk loop on
+    2 cores: DistilBERT p50/p99 74/243 ms on the shared session, 61/183 ms on its own; bert-tiny 2.3/8.4 ms shared,
+    3.8/7.7 ms on its own (its bulk passes are short, so little is gained there).
     Torch needs no second copy: each calling thread gets its own OpenMP team.
     """
     if loaded.onnx is None:
