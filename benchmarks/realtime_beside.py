@@ -8,9 +8,11 @@ length mix), for the two model shapes it measures (DistilBERT 6x768 as ``sentime
    and planned into the engine's batches) on the model's main session, as a worker's forward thread does during a
    backfill. Meanwhile this thread scores one item at a time (tokenize and forward, as a real-time pass does),
    alternately on that same session and on a second one (``add_realtime_session``, what a worker's real-time
-   thread uses), after a random pause so that items land anywhere in a bulk pass. The same items are also scored
-   with no bulk pass running, before and after. Every answer beside a bulk pass is compared with the idle answer
-   of its item: two threads on one model must not change a logit.
+   thread uses), after a random pause so that items land anywhere in a bulk pass. Then once more beside a bulk loop
+   at lower CPU priority (``SIFT_BULK_NICENESS``, :mod:`workers.priority`: the loop's thread and its own session's
+   pool lowered by 10), as a worker with the real-time thread runs it. The same items are also scored with no bulk
+   pass running, before and after. Every answer beside a bulk pass is compared with the idle answer of its item:
+   two threads on one model must not change a logit.
 2. **The forward pass alone against the engine.** The same items in jobs of 256 (``SIFT_CHUNK_SIZE``), through
    ``Engine.run`` (what a worker runs per message), through the forward passes only (tokenized beforehand, the
    engine's batch plan, no heads, no results) and through the tokenizer only; the three interleaved in each round.
@@ -22,6 +24,7 @@ Prints two tables and writes ``realtime_beside.json`` under ``--out``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import statistics
@@ -43,6 +46,7 @@ TASKS = {SENTIMENT: "classify", RERANK: "rerank"}
 ALONE = "alone"
 SHARED = "beside a bulk pass, same session"
 OWN = "beside a bulk pass, own session"
+LOWERED = "beside a bulk pass at lower priority, own session"
 JOB_ITEMS = 256
 """Items per job, as ``SIFT_CHUNK_SIZE`` sends them to a worker."""
 SAME_LOGITS = 1e-4
@@ -60,6 +64,8 @@ class Plan:
     rounds: int
     pause_ms: float = 20.0
     """Upper bound of the random pause before each real-time item."""
+    niceness: int = 10
+    """How much the lowered bulk loop's nice value is raised."""
 
 
 FULL = Plan(items={SENTIMENT: 1024, RERANK: 4096}, samples=60, rounds=3)
@@ -121,11 +127,11 @@ class Throughput:
 
 
 class BulkLoop(threading.Thread):
-    """Bulk passes back to back on the model's main session until :meth:`stop`."""
+    """Bulk passes back to back on the model's main session until :meth:`stop`; ``niceness``: at lower priority."""
 
-    def __init__(self, loaded: Any, encoded: Any, batches: list[list[int]]) -> None:
+    def __init__(self, loaded: Any, encoded: Any, batches: list[list[int]], niceness: int = 0) -> None:
         super().__init__(name="bulk-loop", daemon=True)
-        self.loaded, self.encoded, self.batches = loaded, encoded, batches
+        self.loaded, self.encoded, self.batches, self.niceness = loaded, encoded, batches, niceness
         self.passes = 0
         self.error: BaseException | None = None
         self._stop_event = threading.Event()
@@ -134,8 +140,10 @@ class BulkLoop(threading.Thread):
     def run(self) -> None:
         """Loop over the batches; keep the first error for :meth:`stop` to raise."""
         from workers.engine.forward import forward_batch
+        from workers.priority import lower_this_thread
 
         try:
+            lower_this_thread(self.niceness)
             while not self._stop_event.is_set():
                 for batch in self.batches:
                     self._running.set()
@@ -180,10 +188,13 @@ def realtime_ms(loaded: Any, sequence: Any, *, realtime: bool) -> tuple[float, n
 
 
 def measure_realtime(model: str, loaded: Any, sequences: list[Any], plan: Plan, seed: int) -> list[Latencies]:
-    """Real-time latencies alone, and beside a bulk loop on the same session and on a session of its own."""
+    """Real-time latencies alone; beside a bulk loop on the same session and on a session of its own (interleaved);
+    then beside a bulk loop at lower CPU priority (its thread and its session's pool), on a session of its own."""
     from workers.batcher import plan_batches
     from workers.engine.forward import batch_limits, encode
     from workers.engine.loading import add_realtime_session
+    from workers.engine.onnx_runtime import open_session
+    from workers.priority import made_at_lower_priority
 
     rng = random.Random(seed)
     probes = [sequences[rng.randrange(len(sequences))] for _ in range(plan.samples)]
@@ -195,27 +206,50 @@ def measure_realtime(model: str, loaded: Any, sequences: list[Any], plan: Plan, 
         alone.append(ms)
         idle.append(logits)
     encoded = encode(loaded, sequences)
-    bulk = BulkLoop(loaded, encoded, plan_batches(encoded.lengths, batch_limits(loaded)))
-    conditions = [(SHARED, False), (OWN, True)] if own_session else [(SHARED, False)]
+    batches = plan_batches(encoded.lengths, batch_limits(loaded))
+    measured = _beside(
+        model, BulkLoop(loaded, encoded, batches), [(SHARED, False), (OWN, True)] if own_session else [(SHARED, False)],
+        probes, idle, plan, rng,
+    )  # fmt: skip
+    # Lowered: the bulk loop's thread and the pool of its session (made on a lowered thread, so its pool starts
+    # lowered) run at a higher nice value; torch's OpenMP team of the loop's thread starts lowered by itself.
+    lowered = loaded
+    if own_session:
+        session = made_at_lower_priority(plan.niceness, lambda: open_session(loaded.onnx.path, loaded.onnx.threads))
+        lowered = dataclasses.replace(loaded, onnx=session)
+    bulk = BulkLoop(lowered, encoded, batches, niceness=plan.niceness)
+    measured += _beside(model, bulk, [(LOWERED, own_session)], probes, idle, plan, rng)
+    after = [realtime_ms(loaded, sequence, realtime=False)[0] for sequence in probes]
+    return [Latencies(model, ALONE, alone + after, 0.0), *measured]
+
+
+def _beside(
+    model: str,
+    bulk: BulkLoop,
+    conditions: list[tuple[str, bool]],
+    probes: list[Any],
+    idle: list[np.ndarray],
+    plan: Plan,
+    rng: random.Random,
+) -> list[Latencies]:
+    """Each probe once per condition (``(name, on the real-time session)``) while ``bulk`` runs."""
     beside = {name: Latencies(model, name, [], 0.0) for name, _ in conditions}
     bulk.start()
     bulk.wait_running()
-    started_with = bulk.passes
     try:
         for index, sequence in enumerate(probes):
             # Alternate which condition goes first, so that neither always follows the other's pause.
             for name, realtime in conditions if index % 2 == 0 else conditions[::-1]:
                 time.sleep(rng.uniform(0, plan.pause_ms / 1000.0))
-                ms, logits = realtime_ms(loaded, sequence, realtime=realtime)
+                ms, logits = realtime_ms(bulk.loaded, sequence, realtime=realtime)
                 series = beside[name]
                 series.ms.append(ms)
                 series.max_diff = max(series.max_diff, float(np.max(np.abs(logits - idle[index]))))
     finally:
         bulk.stop()
     for series in beside.values():
-        series.bulk_passes = bulk.passes - started_with  # the conditions were interleaved: the same passes
-    after = [realtime_ms(loaded, sequence, realtime=False)[0] for sequence in probes]
-    return [Latencies(model, ALONE, alone + after, 0.0), *beside.values()]
+        series.bulk_passes = bulk.passes  # the conditions were interleaved: the same passes
+    return list(beside.values())
 
 
 def measure_throughput(

@@ -83,6 +83,11 @@ class SiftSettings(BaseSettings):
     """On a worker that consumes both lanes (with ``forward_thread``): run real-time passes on a second thread,
     beside the bulk pass in flight, instead of after it. An ONNX Runtime model gets a second session for them
     (a second copy of its weights). Off: a real-time item waits for the bulk pass in flight."""
+    bulk_niceness: int = Field(default=10, ge=0, le=19)
+    """With the real-time thread: how much lower the CPU priority (nice value) of bulk passes is than the rest of
+    the worker, so that the kernel runs a real-time pass (and the event loop) first while both want the cores.
+    Applies to the forward thread and the bulk ONNX Runtime sessions' thread pools (Linux: nice is per thread).
+    0: bulk and real-time passes share the cores evenly."""
     registry: Path | None = None
     """Model registry YAML; unset means the reference Hugging Face models."""
     policy: Path | None = None

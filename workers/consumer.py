@@ -14,7 +14,9 @@ work to keep the device busy it stops consuming the bulk queue (``cancel_task_qu
 ``cancel_consumer`` remote control does), so a free slot is always there for real-time messages.
 
 Passes run off the event loop: bulk ones on the forward thread (two handed over at a time), real-time ones on a
-real-time thread beside it (``realtime_thread``), so a real-time item never waits for a bulk pass to finish.
+real-time thread beside it (``realtime_thread``), so a real-time item never waits for a bulk pass to finish. The
+forward thread then runs at a lower CPU priority (``bulk_niceness``, :mod:`workers.priority`), so while both passes
+want the cores the kernel gives them to the real-time pass first.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from sift.dead_letters import DeadLetters
 from sift.results_store import ResultStore
 from sift.telemetry import WorkerMetrics
 from workers.gather import Gatherer, Held, Step, StepReport
+from workers.priority import lower_this_thread
 from workers.reconnect import give_back
 from workers.results import dead_letters_of, write_with_retry
 
@@ -88,6 +91,9 @@ class GatheringTask(Task):  # type: ignore[misc]  # celery ships no type hints
     flight (up to a second for DistilBERT on 2 cores); with it the two share the cores while both run."""
     realtime_executor: ThreadPoolExecutor | None = None
     """The real-time thread, shared by every consumer restart like ``executor``."""
+    bulk_niceness: int = 0
+    """With ``realtime_thread``: how much the forward thread (bulk passes only) lowers its CPU priority when it
+    starts, so that the real-time thread and the event loop run first while they want the cores."""
     pump: MessagePump | None = None
     """The current consumer's pump; a restart retires the previous one."""
 
@@ -131,7 +137,13 @@ class MessagePump:
         hub = self._hub = getattr(consumer, "hub", None)
         if task.forward_thread and hub is not None:
             if task.executor is None:
-                task.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sift-forward")
+                niceness = task.bulk_niceness if task.realtime_thread else 0
+                task.executor = ThreadPoolExecutor(
+                    max_workers=1,
+                    thread_name_prefix="sift-forward",
+                    initializer=lower_this_thread,  # torch's OpenMP team of this thread starts lowered too
+                    initargs=(niceness,),
+                )
             if task.realtime_thread and task.realtime_executor is None:
                 task.realtime_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sift-realtime")
             # The forward thread wakes the event loop through a pipe the hub watches: no polling.

@@ -138,8 +138,12 @@ def run_worker(settings: SiftSettings, options: WorkerOptions) -> int:
     bulk = queue_name(settings.queue_prefix, Lane.BULK)
     realtime_beside = realtime_thread_wanted(settings, consumed)
     if realtime_beside:
-        second = engine.open_realtime_sessions()
-        log.info("real-time passes run beside bulk passes%s", f" (second ORT session: {second})" if second else "")
+        second = engine.open_realtime_sessions(settings.bulk_niceness)
+        log.info(
+            "real-time passes run beside bulk passes%s; bulk passes at nice +%d",
+            f" (second ORT session: {second})" if second else "",
+            settings.bulk_niceness,
+        )
     freeze_startup_heap()
     log.info(
         "worker %s ready on %s with %s (torch threads %d on CPUs %s; logit cache %s)",
@@ -164,6 +168,7 @@ def run_worker(settings: SiftSettings, options: WorkerOptions) -> int:
     infer.metrics = metrics
     infer.forward_thread = settings.forward_thread
     infer.realtime_thread = realtime_beside
+    infer.bulk_niceness = settings.bulk_niceness
     queues = ",".join(consumed)
     argv = [
         "worker",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -61,5 +63,13 @@ def test_realtime_items_jump_the_bulk_backlog(redis_server: Any, offline_registr
             assert len(list(client.iter_results(backlog.job_id, expected=BULK_MESSAGES * CHUNK, timeout_s=180))) == (
                 BULK_MESSAGES * CHUNK
             )
+            # Bulk passes ran on the forward thread at a lower CPU priority (SIFT_BULK_NICENESS); the rest of the
+            # worker (its event loop, the real-time thread) kept the priority it started with.
+            if sys.platform == "linux":
+                assert worker.process is not None
+                pid = worker.process.pid
+                niceness = {os.getpriority(os.PRIO_PROCESS, int(t.name)) for t in Path(f"/proc/{pid}/task").iterdir()}
+                started_with = os.getpriority(os.PRIO_PROCESS, pid)
+                assert niceness == {started_with, min(19, started_with + settings.bulk_niceness)}, niceness
         finally:
             worker.stop()

@@ -3,6 +3,7 @@ and workers without the ``onnx`` extra still work."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from workers.engine.onnx_runtime import (
 )
 from workers.engine.policy import load_policies
 from workers.engine.registry import ModelSpec, Registry, load_registry
+from workers.priority import thread_niceness
 
 MISSING = missing_packages()
 needs_onnx = pytest.mark.skipif(
@@ -236,3 +238,29 @@ def test_a_real_time_session_of_its_own_scores_exactly_like_the_main_one_beside_
     np.testing.assert_allclose(got.logits, want.logits, atol=1e-6, rtol=0)
     np.testing.assert_allclose(beside.logits, want.logits, atol=1e-6, rtol=0)
     assert not add_realtime_session(_load(registry, "nli", "torch")), "torch needs no second copy"
+
+
+def _threads() -> set[int]:
+    """Ids of this process's threads (Linux)."""
+    return {int(task.name) for task in Path("/proc/self/task").iterdir()}
+
+
+@needs_onnx
+@pytest.mark.skipif(sys.platform != "linux", reason="a nice value per thread is Linux's")
+def test_with_a_bulk_niceness_the_loaded_session_serves_real_time_and_a_lowered_one_serves_bulk(
+    registry: Registry,
+) -> None:
+    loaded = _load(registry, "nli", "onnx")
+    loaded_first = loaded.onnx
+    own = thread_niceness()
+    before = _threads()
+    assert add_realtime_session(loaded, bulk_niceness=5)
+    assert loaded.realtime_onnx is loaded_first and loaded.onnx is not loaded_first
+    pool = _threads() - before  # the bulk session's intra-op pool (2 threads: the caller and one of its own)
+    assert pool, "the bulk session started no thread of its own"
+    assert {os.getpriority(os.PRIO_PROCESS, tid) for tid in pool} == {min(19, own + 5)}
+    assert thread_niceness() == own, "the loading thread keeps its priority"
+    encoded = encode(loaded, list(PAIRS) * 4)
+    np.testing.assert_allclose(
+        score(loaded, encoded).logits, score(loaded, encoded, realtime=True).logits, atol=1e-6, rtol=0
+    )

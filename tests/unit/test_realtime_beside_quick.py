@@ -27,7 +27,9 @@ def test_a_small_run_measures_each_condition_beside_a_running_bulk_loop_with_unc
     assert code == 0  # 1 when a logit beside the bulk loop moved from its idle value
     written = json.loads((tmp_path / "realtime_beside.json").read_text())
     conditions = {row["condition"]: row for row in written["realtime"]}
-    expected = [rb.ALONE, rb.SHARED, rb.OWN] if not missing_packages() else [rb.ALONE, rb.SHARED]
+    expected = (
+        [rb.ALONE, rb.SHARED, rb.OWN, rb.LOWERED] if not missing_packages() else [rb.ALONE, rb.SHARED, rb.LOWERED]
+    )
     assert list(conditions) == expected
     assert conditions[rb.ALONE]["n"] == 6  # before and after the bulk loop
     for name in expected[1:]:

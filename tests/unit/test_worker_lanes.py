@@ -32,3 +32,13 @@ def test_the_real_time_thread_is_read_from_the_environment(monkeypatch: pytest.M
     monkeypatch.setenv("SIFT_REALTIME_THREAD", "maybe")
     with pytest.raises(ValueError, match="realtime_thread"):
         SiftSettings()
+
+
+def test_the_bulk_niceness_is_read_from_the_environment_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert SiftSettings().bulk_niceness == 10
+    monkeypatch.setenv("SIFT_BULK_NICENESS", "0")
+    assert SiftSettings().bulk_niceness == 0
+    for wrong in ("20", "-1", "low"):
+        monkeypatch.setenv("SIFT_BULK_NICENESS", wrong)
+        with pytest.raises(ValueError, match="bulk_niceness"):
+            SiftSettings()

@@ -177,11 +177,13 @@ class Engine:
             warm_up(models[role])
         return cls(models, registry, policies, limits, worker, retry, cache=cache, metrics=metrics)
 
-    def open_realtime_sessions(self) -> list[str]:
-        """Give each ONNX Runtime model a second session for real-time passes (warmed up); returns those roles."""
+    def open_realtime_sessions(self, bulk_niceness: int = 0) -> list[str]:
+        """Give each ONNX Runtime model a session for real-time passes beside the one for bulk passes, whose thread
+        pool runs ``bulk_niceness`` lower (both warmed up); returns those roles."""
         roles = []
         for role, loaded in self.models.items():
-            if add_realtime_session(loaded):
+            if add_realtime_session(loaded, bulk_niceness):
+                warm_up(loaded)
                 warm_up(loaded, realtime=True)
                 roles.append(role)
         return roles

@@ -17,6 +17,7 @@ from sift.settings import cache_dir
 from workers.engine.heads import ModelInfo
 from workers.engine.onnx_runtime import OnnxSession, OnnxUnavailable, load_onnx, missing_packages, open_session
 from workers.engine.registry import ModelSpec
+from workers.priority import made_at_lower_priority
 
 log = logging.getLogger(__name__)
 
@@ -110,21 +111,29 @@ def load_model(role: str, spec: ModelSpec, device: torch.device) -> LoadedModel:
     return LoadedModel(info, spec, model, tokenizer, device, dtype, max_length, input_names, onnx)
 
 
-def add_realtime_session(loaded: LoadedModel) -> bool:
-    """Open a second ORT session for real-time passes on ``loaded``; False where torch serves it (nothing to do).
+def add_realtime_session(loaded: LoadedModel, bulk_niceness: int = 0) -> bool:
+    """Give ``loaded`` a second ORT session, one for real-time passes and one for bulk passes; False where torch
+    serves it (nothing to do). ``bulk_niceness``: the bulk session's thread pool runs at that much lower priority.
 
     A real-time pass that runs beside a bulk pass on the same session shares that session's intra-op threads and
     waits for them in every operator; on a session of its own the operating system shares the cores between the
     two, at the cost of a second copy of the weights (by parameter count, about 260 MB of fp32 for DistilBERT,
-    17 MB for bert-tiny). ``python -m benchmarks.realtime_beside`` measures both, one item beside a bulk loop on
-    2 cores: DistilBERT p50/p99 74/243 ms on the shared session, 61/183 ms on its own; bert-tiny 2.3/8.4 ms shared,
-    3.8/7.7 ms on its own (its bulk passes are short, so little is gained there).
-    Torch needs no second copy: each calling thread gets its own OpenMP team.
+    17 MB for bert-tiny). With ``bulk_niceness`` the scheduler also prefers the real-time pass's threads while both
+    run (:mod:`workers.priority`): the session loaded first, at the worker's own priority, becomes the real-time
+    one, and the bulk session is opened on a lowered thread, so its pool starts lowered. ``python -m
+    benchmarks.realtime_beside`` measures the three ways, one DistilBERT item beside a bulk loop on 2 cores, p50/p99:
+    68/207 ms on a shared session, 56/160 ms on its own, 32/98 ms on its own beside a bulk loop lowered by 10
+    (23/70 ms with no bulk pass). Torch needs no second copy: each calling thread gets its own OpenMP team.
     """
     if loaded.onnx is None:
         return False
     if loaded.realtime_onnx is None:
-        loaded.realtime_onnx = open_session(loaded.onnx.path, loaded.onnx.threads)
+        path, threads = loaded.onnx.path, loaded.onnx.threads
+        if bulk_niceness > 0:
+            loaded.realtime_onnx = loaded.onnx
+            loaded.onnx = made_at_lower_priority(bulk_niceness, lambda: open_session(path, threads))
+        else:
+            loaded.realtime_onnx = open_session(path, threads)
     return True
 
 
