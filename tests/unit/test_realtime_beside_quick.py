@@ -6,6 +6,7 @@ Nothing here times anything: ``python -m benchmarks.realtime_beside`` is the mea
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,8 +21,26 @@ from benchmarks import realtime_beside as rb  # noqa: E402
 from workers.engine.onnx_runtime import missing_packages  # noqa: E402
 
 
+@pytest.fixture
+def isolated():
+    """``main`` sets the roles' runtimes in the environment and torch's thread count: undone after the test, so
+    that the tests after it in this process (and the workers they start) see neither."""
+    import torch
+
+    names = [f"SIFT_MODELS__{role.upper()}__CPU_RUNTIME" for role in rb.TASKS]
+    before = {name: os.environ.get(name) for name in names}
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def test_a_small_run_measures_each_condition_beside_a_running_bulk_loop_with_unchanged_logits(
-    offline_registry, tmp_path
+    offline_registry, tmp_path, isolated
 ) -> None:
     code = rb.main(["--models", "rerank", "--items", "96", "--samples", "3", "--rounds", "1", "--out", str(tmp_path)])
     assert code == 0  # 1 when a logit beside the bulk loop moved from its idle value
