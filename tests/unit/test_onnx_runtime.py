@@ -245,20 +245,31 @@ def _threads() -> set[int]:
     return {int(task.name) for task in Path("/proc/self/task").iterdir()}
 
 
+def _niceness(tid: int) -> int | None:
+    """The nice value of thread ``tid``, None once it has ended."""
+    try:
+        return os.getpriority(os.PRIO_PROCESS, tid)
+    except ProcessLookupError:
+        return None
+
+
 @needs_onnx
 @pytest.mark.skipif(sys.platform != "linux", reason="a nice value per thread is Linux's")
 def test_with_a_bulk_niceness_the_loaded_session_serves_real_time_and_a_lowered_one_serves_bulk(
     registry: Registry,
 ) -> None:
+    own = thread_niceness()
+    if own + 5 > 19:
+        pytest.skip(f"the tests run at nice {own}: no room to lower a thread by 5")
     loaded = _load(registry, "nli", "onnx")
     loaded_first = loaded.onnx
-    own = thread_niceness()
     before = _threads()
     assert add_realtime_session(loaded, bulk_niceness=5)
     assert loaded.realtime_onnx is loaded_first and loaded.onnx is not loaded_first
-    pool = _threads() - before  # the bulk session's intra-op pool (2 threads: the caller and one of its own)
-    assert pool, "the bulk session started no thread of its own"
-    assert {os.getpriority(os.PRIO_PROCESS, tid) for tid in pool} == {min(19, own + 5)}
+    # The bulk session's intra-op pool (2 threads: the caller and one of its own); the thread that made the session
+    # has been joined, but may still be listed for a moment.
+    pool = {tid: _niceness(tid) for tid in _threads() - before}
+    assert {value for value in pool.values() if value is not None} == {own + 5}, pool
     assert thread_niceness() == own, "the loading thread keeps its priority"
     encoded = encode(loaded, list(PAIRS) * 4)
     np.testing.assert_allclose(

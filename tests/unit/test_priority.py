@@ -10,7 +10,11 @@ import pytest
 
 from workers.priority import MAX_NICENESS, lower_this_thread, made_at_lower_priority, thread_niceness
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="a nice value per thread is Linux's")
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux", reason="a nice value per thread is Linux's"),
+    # Lowered from 15 or more, a thread would hit the cap of 19 and the checks below could not tell.
+    pytest.mark.skipif(sys.platform == "linux" and thread_niceness() > 15, reason="the tests run at nice > 15"),
+]
 
 
 def _on_a_new_thread(action):
@@ -29,7 +33,7 @@ def test_a_thread_lowers_itself_only_and_the_threads_it_starts_inherit_it() -> N
         started.join()
         return changed, thread_niceness(), child[0]
 
-    assert _on_a_new_thread(lowered_then_child) == (True, min(MAX_NICENESS, own + 3), min(MAX_NICENESS, own + 3))
+    assert _on_a_new_thread(lowered_then_child) == (True, own + 3, own + 3)
     assert thread_niceness() == own
 
 
@@ -52,7 +56,7 @@ def test_what_is_made_at_lower_priority_keeps_it_and_the_caller_does_not() -> No
     pool = made_at_lower_priority(4, make_a_pool)
     release.set()
     pool.join(10)
-    assert seen == [min(MAX_NICENESS, own + 4)]
+    assert seen == [own + 4]
     assert thread_niceness() == own
 
 
