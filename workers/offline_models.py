@@ -111,14 +111,24 @@ def build_offline_models(out_dir: Path, *, seed: int = 0, force: bool = False) -
             log.info("another process built the offline models while this one waited; using them")
             return out_dir / "registry.yaml"
         staging = out_dir.parent / f".{out_dir.name}.building-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
+        replaced = out_dir.parent / f".{out_dir.name}.replaced-{os.getpid()}"
+        for leftover in (staging, replaced):
+            shutil.rmtree(leftover, ignore_errors=True)
         try:
             _write_models(staging, seed)
             (staging / "BUILT").write_text(built_as)
-            shutil.rmtree(out_dir, ignore_errors=True)
-            staging.rename(out_dir)
+            # Two renames, so that a failure leaves either the old build or the new one whole, never half of one.
+            if out_dir.exists():
+                out_dir.rename(replaced)
+            try:
+                staging.rename(out_dir)
+            except OSError:
+                if replaced.exists() and not out_dir.exists():
+                    replaced.rename(out_dir)
+                raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(replaced, ignore_errors=True)
     log.info("built offline models in %s", out_dir)
     return out_dir / "registry.yaml"
 

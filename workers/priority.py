@@ -33,7 +33,7 @@ def lower_this_thread(niceness: int) -> bool:
     try:
         current = os.getpriority(os.PRIO_PROCESS, tid)
         os.setpriority(os.PRIO_PROCESS, tid, min(MAX_NICENESS, current + niceness))
-    except (AttributeError, OSError) as err:  # not Linux: a thread id is not a process id there
+    except (AttributeError, OSError, OverflowError, ValueError) as err:  # not Linux: a thread id is no process id
         log.warning("could not lower the priority of thread %s (%s); bulk passes keep the default", tid, err)
         return False
     return True

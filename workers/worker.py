@@ -140,7 +140,7 @@ def run_worker(settings: SiftSettings, options: WorkerOptions) -> int:
     if realtime_beside:
         second = engine.open_realtime_sessions(settings.bulk_niceness)
         log.info(
-            "real-time passes run beside bulk passes%s; bulk passes at nice +%d",
+            "real-time passes run beside bulk passes%s; bulk passes lowered by %d (SIFT_BULK_NICENESS)",
             f" (second ORT session: {second})" if second else "",
             settings.bulk_niceness,
         )
