@@ -8,11 +8,12 @@ length mix), for the two model shapes it measures (DistilBERT 6x768 as ``sentime
    and planned into the engine's batches) on the model's main session, as a worker's forward thread does during a
    backfill. Meanwhile this thread scores one item at a time (tokenize and forward, as a real-time pass does),
    alternately on that same session and on a second one (``add_realtime_session``, what a worker's real-time
-   thread uses), after a random pause so that items land anywhere in a bulk pass. Then once more beside a bulk loop
-   at lower CPU priority (``SIFT_BULK_NICENESS``, :mod:`workers.priority`: the loop's thread and its own session's
-   pool lowered by 10), as a worker with the real-time thread runs it. The same items are also scored with no bulk
-   pass running, before and after. Every answer beside a bulk pass is compared with the idle answer of its item:
-   two threads on one model must not change a logit.
+   thread uses), after a random pause so that items land anywhere in a bulk pass. And beside a bulk loop at lower
+   CPU priority (``SIFT_BULK_NICENESS``, :mod:`workers.priority`: the loop's thread and its own session's pool
+   lowered by 10), as a worker with the real-time thread runs it; one loop runs at a time, so the two loops take
+   turns block by block. The same items are also scored with no bulk pass running, before and after. Every
+   answer beside a bulk pass is compared with the idle answer of its item: two threads on one model must not change
+   a logit.
 2. **The forward pass alone against the engine.** The same items in jobs of 256 (``SIFT_CHUNK_SIZE``), through
    ``Engine.run`` (what a worker runs per message), through the forward passes only (tokenized beforehand, the
    engine's batch plan, no heads, no results) and through the tokenizer only; the three interleaved in each round.
@@ -66,10 +67,12 @@ class Plan:
     """Upper bound of the random pause before each real-time item."""
     niceness: int = 10
     """How much the lowered bulk loop's nice value is raised."""
+    blocks: int = 3
+    """Blocks of probes: in each, one bulk loop at the worker's priority and one lowered, in alternating order."""
 
 
 FULL = Plan(items={SENTIMENT: 1024, RERANK: 4096}, samples=60, rounds=3)
-QUICK = Plan(items={SENTIMENT: 256, RERANK: 1024}, samples=20, rounds=2)
+QUICK = Plan(items={SENTIMENT: 256, RERANK: 1024}, samples=20, rounds=2, blocks=2)
 
 
 @dataclass
@@ -188,17 +191,21 @@ def realtime_ms(loaded: Any, sequence: Any, *, realtime: bool) -> tuple[float, n
 
 
 def measure_realtime(model: str, loaded: Any, sequences: list[Any], plan: Plan, seed: int) -> list[Latencies]:
-    """Real-time latencies alone; beside a bulk loop on the same session and on a session of its own (interleaved);
-    then beside a bulk loop at lower CPU priority (its thread and its session's pool), on a session of its own."""
+    """Real-time latencies alone; beside a bulk loop on the same session and on a session of its own (interleaved
+    item by item); and beside a bulk loop at lower CPU priority, on a session of its own (interleaved with the
+    others block by block: one bulk loop runs at a time)."""
     from workers.batcher import plan_batches
     from workers.engine.forward import batch_limits, encode
     from workers.engine.loading import add_realtime_session
-    from workers.engine.onnx_runtime import open_session
-    from workers.priority import made_at_lower_priority
 
     rng = random.Random(seed)
     probes = [sequences[rng.randrange(len(sequences))] for _ in range(plan.samples)]
-    own_session = add_realtime_session(loaded)  # False on torch: each calling thread has its own OpenMP team
+    # The same weights served two ways, as add_realtime_session sets a worker up: `even`, a second session for real
+    # time beside the loaded one; `lowered`, the loaded session for real time and a lowered one for bulk (on torch
+    # there is no session: the lowered loop thread's own OpenMP team starts lowered).
+    own_session = add_realtime_session(loaded)
+    lowered = dataclasses.replace(loaded, realtime_onnx=None)
+    add_realtime_session(lowered, plan.niceness)
     idle: list[np.ndarray] = []
     alone: list[float] = []
     for sequence in probes:
@@ -207,49 +214,46 @@ def measure_realtime(model: str, loaded: Any, sequences: list[Any], plan: Plan, 
         idle.append(logits)
     encoded = encode(loaded, sequences)
     batches = plan_batches(encoded.lengths, batch_limits(loaded))
-    measured = _beside(
-        model, BulkLoop(loaded, encoded, batches), [(SHARED, False), (OWN, True)] if own_session else [(SHARED, False)],
-        probes, idle, plan, rng,
-    )  # fmt: skip
-    # Lowered: the bulk loop's thread and the pool of its session (made on a lowered thread, so its pool starts
-    # lowered) run at a higher nice value; torch's OpenMP team of the loop's thread starts lowered by itself.
-    lowered = loaded
-    if own_session:
-        session = made_at_lower_priority(plan.niceness, lambda: open_session(loaded.onnx.path, loaded.onnx.threads))
-        lowered = dataclasses.replace(loaded, onnx=session)
-    bulk = BulkLoop(lowered, encoded, batches, niceness=plan.niceness)
-    measured += _beside(model, bulk, [(LOWERED, own_session)], probes, idle, plan, rng)
+    even_conditions = [(SHARED, False), (OWN, True)] if own_session else [(SHARED, False)]
+    series = {name: Latencies(model, name, [], 0.0) for name, _ in [*even_conditions, (LOWERED, own_session)]}
+    blocks = max(1, min(plan.blocks, len(probes)))
+    for block in range(blocks):
+        picked = list(range(block, len(probes), blocks))
+        runs = [
+            (BulkLoop(loaded, encoded, batches), even_conditions),
+            (BulkLoop(lowered, encoded, batches, niceness=plan.niceness), [(LOWERED, own_session)]),
+        ]
+        for bulk, conditions in runs if block % 2 == 0 else runs[::-1]:
+            _beside(bulk, conditions, [(i, probes[i]) for i in picked], idle, plan, rng, series)
     after = [realtime_ms(loaded, sequence, realtime=False)[0] for sequence in probes]
-    return [Latencies(model, ALONE, alone + after, 0.0), *measured]
+    return [Latencies(model, ALONE, alone + after, 0.0), *series.values()]
 
 
 def _beside(
-    model: str,
     bulk: BulkLoop,
     conditions: list[tuple[str, bool]],
-    probes: list[Any],
+    probes: list[tuple[int, Any]],
     idle: list[np.ndarray],
     plan: Plan,
     rng: random.Random,
-) -> list[Latencies]:
-    """Each probe once per condition (``(name, on the real-time session)``) while ``bulk`` runs."""
-    beside = {name: Latencies(model, name, [], 0.0) for name, _ in conditions}
+    series: dict[str, Latencies],
+) -> None:
+    """Each probe once per condition (``(name, on the real-time session)``) while ``bulk`` runs, into ``series``."""
     bulk.start()
     bulk.wait_running()
     try:
-        for index, sequence in enumerate(probes):
+        for turn, (index, sequence) in enumerate(probes):
             # Alternate which condition goes first, so that neither always follows the other's pause.
-            for name, realtime in conditions if index % 2 == 0 else conditions[::-1]:
+            for name, realtime in conditions if turn % 2 == 0 else conditions[::-1]:
                 time.sleep(rng.uniform(0, plan.pause_ms / 1000.0))
                 ms, logits = realtime_ms(bulk.loaded, sequence, realtime=realtime)
-                series = beside[name]
-                series.ms.append(ms)
-                series.max_diff = max(series.max_diff, float(np.max(np.abs(logits - idle[index]))))
+                measured = series[name]
+                measured.ms.append(ms)
+                measured.max_diff = max(measured.max_diff, float(np.max(np.abs(logits - idle[index]))))
     finally:
         bulk.stop()
-    for series in beside.values():
-        series.bulk_passes = bulk.passes  # the conditions were interleaved: the same passes
-    return list(beside.values())
+    for name, _ in conditions:
+        series[name].bulk_passes += bulk.passes
 
 
 def measure_throughput(
@@ -327,7 +331,7 @@ def throughput_table(rows: Sequence[Throughput]) -> Any:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.realtime_beside", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer items and samples (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="fewer items and samples (under a minute)")
     parser.add_argument("--out", type=Path, default=Path("out/realtime-beside"), help="where the JSON file goes")
     parser.add_argument("--models", default=f"{SENTIMENT},{RERANK}", help="comma list of sentiment, rerank")
     parser.add_argument("--items", type=int, help="items per model (default: by --quick)")
@@ -351,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         items={m: args.items or base.items[m] for m in models},
         samples=args.samples or base.samples,
         rounds=args.rounds or base.rounds,
+        blocks=base.blocks,
     )
     import torch
 

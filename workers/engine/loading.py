@@ -122,8 +122,8 @@ def add_realtime_session(loaded: LoadedModel, bulk_niceness: int = 0) -> bool:
     run (:mod:`workers.priority`): the session loaded first, at the worker's own priority, becomes the real-time
     one, and the bulk session is opened on a lowered thread, so its pool starts lowered. ``python -m
     benchmarks.realtime_beside`` measures the three ways, one DistilBERT item beside a bulk loop on 2 cores, p50/p99:
-    68/207 ms on a shared session, 56/160 ms on its own, 32/98 ms on its own beside a bulk loop lowered by 10
-    (23/70 ms with no bulk pass). Torch needs no second copy: each calling thread gets its own OpenMP team.
+    65/165 ms on a shared session, 57/157 ms on its own, 27/80 ms on its own beside a bulk loop lowered by 10
+    (24/73 ms with no bulk pass). Torch needs no second copy: each calling thread gets its own OpenMP team.
     """
     if loaded.onnx is None:
         return False
