@@ -443,8 +443,18 @@ def agreement_of(task: str, reference: np.ndarray, candidate: np.ndarray) -> Agr
     return classification_agreement(reference, candidate)
 
 
-def measure(workload: Workload, paths: list[CpuPath], rounds: int, per_core: PerCore | None, log: Any) -> list[Row]:
-    """Every path on ``workload``: interleaved timing rounds, then each path over the rest of the items."""
+def measure(
+    workload: Workload,
+    paths: list[CpuPath],
+    rounds: int,
+    per_core: PerCore | None,
+    log: Any,
+    slow_fraction: float = SLOW_FRACTION,
+) -> list[Row]:
+    """Every path on ``workload``: interleaved timing rounds, then each path over the rest of the items.
+
+    A path under ``slow_fraction`` of the reference's speed skips the rest: its agreement is on the timed items only.
+    """
     from workers.engine.onnx_runtime import missing_packages
 
     cores = len(os.sched_getaffinity(0))
@@ -493,7 +503,7 @@ def measure(workload: Workload, paths: list[CpuPath], rounds: int, per_core: Per
         rest = workload.items[workload.timed :]
         for row in live:
             assert row.scores is not None
-            if rest and row.items_per_s >= SLOW_FRACTION * reference_rate:
+            if rest and row.items_per_s >= slow_fraction * reference_rate:
                 row.scores = np.concatenate([row.scores, run(row, rest)[2]])
             elif rest:
                 row.note = "slow: agreement on the timed items"
