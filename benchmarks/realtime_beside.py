@@ -47,7 +47,8 @@ TASKS = {SENTIMENT: "classify", RERANK: "rerank"}
 ALONE = "alone"
 SHARED = "beside a bulk pass, same session"
 OWN = "beside a bulk pass, own session"
-LOWERED = "beside a bulk pass at lower priority, own session"
+LOWERED = "beside a bulk pass at lower priority"
+"""On the real-time session where ONNX Runtime serves the model; on torch, the same model from this thread."""
 JOB_ITEMS = 256
 """Items per job, as ``SIFT_CHUNK_SIZE`` sends them to a worker."""
 SAME_LOGITS = 1e-4
