@@ -196,17 +196,20 @@ def measure_realtime(model: str, loaded: Any, sequences: list[Any], plan: Plan, 
     item by item); and beside a bulk loop at lower CPU priority, on a session of its own (interleaved with the
     others block by block: one bulk loop runs at a time)."""
     from workers.batcher import plan_batches
-    from workers.engine.forward import batch_limits, encode
+    from workers.engine.forward import batch_limits, encode, warm_up
     from workers.engine.loading import add_realtime_session
 
     rng = random.Random(seed)
     probes = [sequences[rng.randrange(len(sequences))] for _ in range(plan.samples)]
-    # The same weights served two ways, as add_realtime_session sets a worker up: `even`, a second session for real
-    # time beside the loaded one; `lowered`, the loaded session for real time and a lowered one for bulk (on torch
-    # there is no session: the lowered loop thread's own OpenMP team starts lowered).
+    # The same weights served two ways, each as add_realtime_session sets a worker up: `loaded` with a new bulk
+    # session at the worker's priority, `lowered` with a new bulk session lowered by plan.niceness; each serves real
+    # time on the session it had before (on torch there is no session: the lowered loop thread's own OpenMP team
+    # starts lowered).
     own_session = add_realtime_session(loaded)
     lowered = dataclasses.replace(loaded, realtime_onnx=None)
     add_realtime_session(lowered, plan.niceness)
+    for model_served in (loaded, lowered):
+        warm_up(model_served)  # each bulk session is new (add_realtime_session keeps the warm one for real time)
     idle: list[np.ndarray] = []
     alone: list[float] = []
     for sequence in probes:

@@ -179,12 +179,12 @@ class Engine:
 
     def open_realtime_sessions(self, bulk_niceness: int = 0) -> list[str]:
         """Give each ONNX Runtime model a session for real-time passes beside the one for bulk passes, whose thread
-        pool runs ``bulk_niceness`` lower (both warmed up); returns those roles."""
+        pool runs ``bulk_niceness`` lower; returns those roles. The loaded session, warmed up at load, serves real
+        time: only the new bulk session is warmed up here."""
         roles = []
         for role, loaded in self.models.items():
             if add_realtime_session(loaded, bulk_niceness):
                 warm_up(loaded)
-                warm_up(loaded, realtime=True)
                 roles.append(role)
         return roles
 

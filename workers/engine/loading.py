@@ -119,8 +119,9 @@ def add_realtime_session(loaded: LoadedModel, bulk_niceness: int = 0) -> bool:
     waits for them in every operator; on a session of its own the operating system shares the cores between the
     two, at the cost of a second copy of the weights (by parameter count, about 260 MB of fp32 for DistilBERT,
     17 MB for bert-tiny). With ``bulk_niceness`` the scheduler also prefers the real-time pass's threads while both
-    run (:mod:`workers.priority`): the session loaded first, at the worker's own priority, becomes the real-time
-    one, and the bulk session is opened on a lowered thread, so its pool starts lowered. ``python -m
+    run (:mod:`workers.priority`). Either way the session loaded first, at the worker's own priority, becomes the
+    real-time one, and the bulk session is opened anew on a thread lowered by ``bulk_niceness`` (0: not lowered), so
+    its pool starts lowered. ``python -m
     benchmarks.realtime_beside`` measures the three ways, one DistilBERT item beside a bulk loop on 2 cores, p50/p99:
     65/165 ms on a shared session, 57/157 ms on its own, 27/80 ms on its own beside a bulk loop lowered by 10
     (24/73 ms with no bulk pass). Torch needs no second copy: each calling thread gets its own OpenMP team.
@@ -129,11 +130,9 @@ def add_realtime_session(loaded: LoadedModel, bulk_niceness: int = 0) -> bool:
         return False
     if loaded.realtime_onnx is None:
         path, threads = loaded.onnx.path, loaded.onnx.threads
-        if bulk_niceness > 0:
-            loaded.realtime_onnx = loaded.onnx
-            loaded.onnx = made_at_lower_priority(bulk_niceness, lambda: open_session(path, threads))
-        else:
-            loaded.realtime_onnx = open_session(path, threads)
+        # The loaded session (warmed up at load) serves real time; the new one, bulk passes.
+        loaded.realtime_onnx = loaded.onnx
+        loaded.onnx = made_at_lower_priority(bulk_niceness, lambda: open_session(path, threads))
     return True
 
 
