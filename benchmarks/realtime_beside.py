@@ -40,7 +40,7 @@ import numpy as np
 
 from benchmarks import data, report
 from benchmarks.paths import classify_items, engine_job, rerank_items
-from benchmarks.run import RERANK, SENTIMENT, SHAPE_NAMES, cpu_model, loadavg
+from benchmarks.run import RERANK, SENTIMENT, SHAPE_NAMES, cpu_model, loadavg, serve_as_shipped
 from benchmarks.stats import percentile
 
 TASKS = {SENTIMENT: "classify", RERANK: "rerank"}
@@ -373,9 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = report.console()
     cores = len(os.sched_getaffinity(0))
     torch.set_num_threads(cores)
-    shipped = load_registry()
-    for role in models:  # as benchmarks.run: the offline stand-ins served the way the shipped registry serves the role
-        os.environ.setdefault(f"SIFT_MODELS__{role.upper()}__CPU_RUNTIME", shipped.models[role].cpu_runtime)
+    serve_as_shipped(models)  # as benchmarks.run: the offline stand-ins served the way the shipped registry serves them
     registry = load_registry(build_offline_models(cache_dir() / "offline-models"))
     dataset = data.generate(max(plan.items.values()), data.bert_token_counter(), args.seed)
     engine = Engine.load(registry, models, torch.device("cpu"), load_policies(), DEFAULT_LIMITS, "realtime-beside")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,11 @@ def _rate(value: float) -> str:
     return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
 
 
-def paths_table(results: Sequence[PathResult], peak_flops: float, names: dict[str, str] | None = None) -> Table:
-    """One row per measured path: throughput, latency, achieved GFLOP/s and share of the FLOP bound."""
+def paths_table(
+    results: Sequence[PathResult], peak_flops: Mapping[str, float], names: dict[str, str] | None = None
+) -> Table:
+    """One row per measured path: throughput, latency, achieved GFLOP/s and share of the FLOP bound (``peak_flops``:
+    per model, the matmul peak in the dtype it is served in)."""
     table = Table(title="Throughput and latency (same inputs, one run)", title_justify="left")
     for name, justify in [
         ("model", "left"),
@@ -72,7 +75,7 @@ def paths_table(results: Sequence[PathResult], peak_flops: float, names: dict[st
             _ms(result.p50_ms),
             _ms(result.p99_ms),
             "—" if gflops is None else f"{gflops:,.1f}",
-            "—" if gflops is None else f"{100.0 * gflops * 1e9 / peak_flops:.1f}%",
+            "—" if gflops is None else f"{100.0 * gflops * 1e9 / peak_flops[result.model]:.1f}%",
             "—" if result.cores_used is None else f"{result.cores_used:.2f}",
         )
     return table

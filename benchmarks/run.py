@@ -84,6 +84,23 @@ def loadavg() -> str:
         return "unavailable"
 
 
+def serve_as_shipped(roles: Sequence[str]) -> None:
+    """Set ``SIFT_MODELS__<ROLE>__CPU_RUNTIME`` and ``__CPU_DTYPE`` from the shipped registry, unless already set:
+    the offline stand-ins (built for torch fp32) are then served on a CPU the way the shipped registry serves each
+    role, in this process and in the workers it starts."""
+    from workers.engine.registry import load_registry
+
+    shipped = load_registry()
+    for role in roles:
+        spec = shipped.models[role]
+        os.environ.setdefault(f"SIFT_MODELS__{role.upper()}__CPU_RUNTIME", spec.cpu_runtime)
+        os.environ.setdefault(f"SIFT_MODELS__{role.upper()}__CPU_DTYPE", spec.cpu_dtype)
+
+
+def _name(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
 def cpu_model() -> str:
     """The CPU's model name from ``/proc/cpuinfo``."""
     try:
@@ -145,18 +162,22 @@ class Runner:
         self.chunk = settings.chunk_size
         cache = cache_dir()
         registry_path = self.phase("offline models", lambda: build_offline_models(cache / "offline-models"))
-        # The stand-ins are built for torch; serve them the way the shipped registry serves their roles (ONNX
-        # Runtime on a CPU with the onnx extra, by `cpu_runtime: auto`). Set in the environment, so the queued
-        # worker serves the same. An explicit SIFT_MODELS__<ROLE>__CPU_RUNTIME wins.
-        shipped = load_registry()
-        for role in (SENTIMENT, RERANK):
-            os.environ.setdefault(f"SIFT_MODELS__{role.upper()}__CPU_RUNTIME", shipped.models[role].cpu_runtime)
+        # The stand-ins are built for torch fp32; serve them the way the shipped registry serves their roles
+        # (`cpu_runtime: auto`: ONNX Runtime on a CPU with the onnx extra; `cpu_dtype: auto`: bf16 on a CPU with
+        # AMX-BF16). Set in the environment, so the queued worker serves the same. An explicit
+        # SIFT_MODELS__<ROLE>__CPU_RUNTIME / __CPU_DTYPE wins.
+        serve_as_shipped((SENTIMENT, RERANK))
         registry = load_registry(registry_path)
         self.runtimes = {role: resolve_runtime(registry.models[role], device) for role in (SENTIMENT, RERANK)}
-        dtype = resolve_dtype(registry.models[SENTIMENT].dtype, device)
+        self.dtypes = {role: resolve_dtype(registry.models[role], device) for role in (SENTIMENT, RERANK)}
         dataset = self.phase("inputs", lambda: data.generate(plan.dataset, data.bert_token_counter(), args.seed))
         size = args.matmul_size or (8192 if device.type == "cuda" else 2048)
-        self.matmul = [self.phase("matmul throughput", lambda: flops.measure_matmul(device, dtype, size))]
+        # The bound of each model is the matmul in the dtype it is served in (bf16 on an AMX CPU runs ~6x fp32).
+        dtypes = sorted(set(self.dtypes.values()), key=str)
+        self.matmul: dict[str, list[flops.MatmulSpeed]] = {}
+        for dtype in dtypes:
+            first = self.phase(f"matmul ({_name(dtype)})", lambda d=dtype: flops.measure_matmul(device, d, size))
+            self.matmul[_name(dtype)] = [first]
         engine = self.phase(
             "engine load",
             lambda: Engine.load(
@@ -190,9 +211,9 @@ class Runner:
                     for role, (task, items, _) in workloads.items():
                         queued.warm_up(client, task, role, paths.with_prefix(items[: paths.WARM_UP_ITEMS], "w"))
                     # Each model: naive baselines, engine alone, then end to end, back to back.
-                    self._naive_sentiment(sources[SENTIMENT], device, dtype, texts)
+                    self._naive_sentiment(sources[SENTIMENT], device, self.dtypes[SENTIMENT], texts)
                     self._engine_then_e2e(engine, client, SENTIMENT, *workloads[SENTIMENT])
-                    self._naive_rerank(sources[RERANK], device, dtype, pairs)
+                    self._naive_rerank(sources[RERANK], device, self.dtypes[RERANK], pairs)
                     self._engine_then_e2e(engine, client, RERANK, *workloads[RERANK])
                     for role, (task, items, lengths) in workloads.items():
                         self._single_then_realtime(engine, client, role, task, items[: plan.realtime_items], lengths)
@@ -207,15 +228,18 @@ class Runner:
             if device.type == "cpu" and cores >= 2:
                 self._dedicated_realtime(bench_settings, workloads)
         self.phase("DistilBERT batch_tokens sweep", lambda: self._sweep(engine, workloads[SENTIMENT][1]))
-        self.matmul.append(self.phase("matmul throughput again", lambda: flops.measure_matmul(device, dtype, size)))
+        for dtype in dtypes:
+            again = self.phase(f"matmul again ({_name(dtype)})", lambda d=dtype: flops.measure_matmul(device, d, size))
+            self.matmul[_name(dtype)].append(again)
 
         self.facts = {
             "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
             "cpu": f"{cpu_model()}, {cores} cores, torch threads {torch.get_num_threads()}",
             "versions": f"python {platform.python_version()}, torch {torch.__version__}",
             "runtime": ", ".join(f"{SHAPE_NAMES[role]} {name}" for role, name in self.runtimes.items()),
-            "dtype": str(dtype).removeprefix("torch."),
-            "matmul": [asdict(m) for m in self.matmul],
+            "dtype": ", ".join(f"{SHAPE_NAMES[role]} {_name(dtype)}" for role, dtype in self.dtypes.items()),
+            "dtypes": {role: _name(dtype) for role, dtype in self.dtypes.items()},
+            "matmul": {name: [asdict(m) for m in speeds] for name, speeds in self.matmul.items()},
             "texts": asdict(summarize_lengths(self.text_lengths[: plan.sentiment_items])),
             "pairs": asdict(summarize_lengths(self.pair_lengths[: plan.rerank_items])),
             "length_mismatches_vs_generator": mismatches,
@@ -226,10 +250,9 @@ class Runner:
         self._report(dataset.seed)
         return 0
 
-    @property
-    def peak(self) -> float:
-        """The bound's denominator: the best matmul round of the run (FLOP/s)."""
-        return max(m.flops_per_s for m in self.matmul)
+    def peak(self, role: str) -> float:
+        """The bound's denominator for ``role``: the run's best matmul round in the dtype it is served in (FLOP/s)."""
+        return max(m.flops_per_s for m in self.matmul[_name(self.dtypes[role])])
 
     def _measured_lengths(self, engine: Any, role: str, sequences: list[tuple[str, str | None]]) -> list[int]:
         """Token counts from the model's own tokenizer, as the engine encodes them."""
@@ -455,7 +478,7 @@ class Runner:
 
         def share(run: paths.PathResult | None) -> float | None:
             gflops = run.gflops() if run else None
-            return None if gflops is None else 100.0 * gflops * 1e9 / self.peak
+            return None if gflops is None or run is None else 100.0 * gflops * 1e9 / self.peak(run.model)
 
         targets = [
             report.ratio_target("DistilBERT engine, % of FLOP bound", share(self.engine_runs.get(SENTIMENT)), 60, "%"),
@@ -498,10 +521,11 @@ class Runner:
             row = {
                 "model": SHAPE_NAMES[role],
                 "engine / naive pipeline": engine.items_per_s / naive.items_per_s,
-                "engine % of FLOP bound (unpadded)": 100.0 * gflops * 1e9 / self.peak,
-                "engine % of FLOP bound (padded work)": 100.0 * padded * 1e9 / self.peak,
+                "dtype": _name(self.dtypes[role]),
+                "engine % of FLOP bound (unpadded)": 100.0 * gflops * 1e9 / self.peak(role),
+                "engine % of FLOP bound (padded work)": 100.0 * padded * 1e9 / self.peak(role),
                 "end to end / engine": None if e2e is None else e2e.items_per_s / engine.items_per_s,
-                "bound items/s": engine.items / (engine.useful_flops or math.inf) * self.peak,
+                "bound items/s": engine.items / (engine.useful_flops or math.inf) * self.peak(role),
                 "useful MFLOP per item": (engine.useful_flops or 0.0) / engine.items / 1e6,
                 "padding efficiency (FLOPs)": (engine.useful_flops or 0.0) / (engine.padded_flops or math.inf),
             }
@@ -516,22 +540,27 @@ class Runner:
     def _report(self, seed: int) -> None:
         out = self.args.out
         for row in self.sweep:  # against the run's best matmul, known only now
-            row["percent_of_bound"] = 100.0 * row["useful_flops"] / row["seconds"] / self.peak
-            row["bound_items_per_s"] = row["items"] / (row["useful_flops"] / self.peak)
+            row["percent_of_bound"] = 100.0 * row["useful_flops"] / row["seconds"] / self.peak(SENTIMENT)
+            row["bound_items_per_s"] = row["items"] / (row["useful_flops"] / self.peak(SENTIMENT))
         targets = self._targets()
         ratios = self._ratios()
-        first = self.matmul[0]
         facts: list[tuple[str, str]] = [
             ("device", f"{self.facts['device']}, {self.facts['dtype']}"),
             ("cpu", self.facts["cpu"]),
             ("versions", self.facts["versions"]),
             ("runtime", self.facts["runtime"]),
-            (
-                "matmul",
-                f"{first.size}x{first.size} {first.dtype}, {first.threads} threads: "
-                + ", then ".join(f"best {m.best_gflops:,.1f} / median {m.median_gflops:,.1f}" for m in self.matmul)
-                + f" GFLOP/s (start, end); the bound uses {self.peak / 1e9:,.1f}",
-            ),
+        ]
+        for name, speeds in self.matmul.items():
+            first = speeds[0]
+            facts.append(
+                (
+                    f"matmul {name}",
+                    f"{first.size}x{first.size} {first.dtype}, {first.threads} threads: "
+                    + ", then ".join(f"best {m.best_gflops:,.1f} / median {m.median_gflops:,.1f}" for m in speeds)
+                    + f" GFLOP/s (start, end); the bound uses {max(m.flops_per_s for m in speeds) / 1e9:,.1f}",
+                )
+            )
+        facts += [
             ("texts (classify)", summarize_lengths(self.text_lengths[: self.plan.sentiment_items]).describe()),
             ("pairs (rerank)", summarize_lengths(self.pair_lengths[: self.plan.rerank_items]).describe()),
             ("models", "; ".join(f"{SHAPE_NAMES[r]}: {s.describe()}" for r, s in self.shapes.items())),
@@ -541,8 +570,8 @@ class Runner:
                 (
                     f"bound {row['model']}",
                     f"{row['useful MFLOP per item']:,.1f} MFLOP per item (unpadded) → "
-                    f"{row['bound items/s']:,.0f} items/s at the matmul peak; the engine's batches waste "
-                    f"{100 * (1 - row['padding efficiency (FLOPs)']):.1f}% of their FLOPs on padding",
+                    f"{row['bound items/s']:,.0f} items/s at the {row['dtype']} matmul peak; the engine's batches "
+                    f"waste {100 * (1 - row['padding efficiency (FLOPs)']):.1f}% of their FLOPs on padding",
                 )
             )
         memory = self.worker_memory
@@ -568,7 +597,8 @@ class Runner:
 
         order = [SENTIMENT, RERANK]
         rows = sorted(self.results, key=lambda r: order.index(r.model) if r.model in order else len(order))
-        self.console.print(report.paths_table(rows, self.peak, SHAPE_NAMES))
+        peaks = {role: self.peak(role) for role in self.dtypes}
+        self.console.print(report.paths_table(rows, peaks, SHAPE_NAMES))
         self.console.print(report.realtime_table(self.realtime, self.single, SHAPE_NAMES))
         self.console.print(report.ratios_table(ratios))
         self.console.print(report.facts_table(facts))

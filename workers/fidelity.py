@@ -549,8 +549,8 @@ class FidelityRow:
 
 
 def default_path(spec: ModelSpec, device: torch.device) -> str:
-    """The path sift serves ``spec`` with on ``device`` (``dtype: auto`` is bf16 on CUDA, fp32 elsewhere; ``onnx``
-    where ``cpu_runtime`` selects ONNX Runtime on the CPU)."""
+    """The path sift serves ``spec`` with on ``device`` (``dtype: auto`` is bf16 on CUDA and ``cpu_dtype`` on a CPU;
+    ``onnx`` where ``cpu_runtime`` selects ONNX Runtime on the CPU)."""
     try:
         if resolve_runtime(spec, device) == "onnx":
             return "onnx"
@@ -559,7 +559,7 @@ def default_path(spec: ModelSpec, device: torch.device) -> str:
     if spec.quantize == "int8":
         return "int8"
     names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-    return names[resolve_dtype(spec.dtype, device)]
+    return names[resolve_dtype(spec, device)]
 
 
 def path_unsupported(path: str, device: torch.device) -> str | None:
@@ -578,7 +578,7 @@ def path_unsupported(path: str, device: torch.device) -> str | None:
         if all(engine == "none" for engine in torch.backends.quantized.supported_engines):
             return "this torch build has no quantized CPU engine"
         return None
-    dtype = resolve_dtype(PATHS[path]["dtype"], device)
+    dtype = resolve_dtype(ModelSpec(source="-", **PATHS[path]), device)
     if device.type == "cuda" and dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
         return "this GPU has no bfloat16 support"
     try:

@@ -23,11 +23,11 @@ from workers.engine.onnx_runtime import missing_packages  # noqa: E402
 
 @pytest.fixture
 def isolated():
-    """``main`` sets the roles' runtimes in the environment and torch's thread count: undone after the test, so
-    that the tests after it in this process (and the workers they start) see neither."""
+    """``main`` sets the roles' runtimes and CPU dtypes in the environment and torch's thread count: undone after the
+    test, so that the tests after it in this process (and the workers they start) see neither."""
     import torch
 
-    names = [f"SIFT_MODELS__{role.upper()}__CPU_RUNTIME" for role in rb.TASKS]
+    names = [f"SIFT_MODELS__{role.upper()}__{field}" for role in rb.TASKS for field in ("CPU_RUNTIME", "CPU_DTYPE")]
     before = {name: os.environ.get(name) for name in names}
     threads = torch.get_num_threads()
     yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import logging
@@ -49,11 +50,44 @@ class LoadedModel:
         return "torch" if self.onnx is None else "onnx"
 
 
-def resolve_dtype(spec_dtype: str, device: torch.device) -> torch.dtype:
-    """``auto`` is bfloat16 on CUDA and float32 elsewhere."""
-    if spec_dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return _DTYPES[spec_dtype]
+@functools.lru_cache(maxsize=1)
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX-BF16) and the OS lets torch use it.
+
+    Only there is bf16 on a CPU measured faster than float32 (``python -m benchmarks.cpu_paths``: 2.8x on DistilBERT
+    on a 2-core Xeon with AMX); without it torch emulates bf16 matmuls (0.2x on a 2-core AMD EPYC with avx2).
+    """
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # checks the CPU and the kernel's permission
+    try:
+        tiles = bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
+    return tiles and "amx_bf16" in _cpu_flags()
+
+
+def _cpu_flags() -> set[str]:
+    # AMX tiles also come without bf16 (int8 only); the flag names the bf16 unit. Linux's /proc only: elsewhere,
+    # trust torch's tile probe alone.
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {"amx_bf16"}
+
+
+def resolve_dtype(spec: ModelSpec, device: torch.device, *, amx_bf16: bool | None = None) -> torch.dtype:
+    """The dtype ``spec`` runs in on ``device``: ``dtype`` unless it is ``auto``, which is bfloat16 on CUDA and
+    ``cpu_dtype`` on a CPU (``auto`` there: bfloat16 where :func:`cpu_has_amx_bf16`, which ``amx_bf16`` overrides)."""
+    if spec.dtype != "auto":
+        return _DTYPES[spec.dtype]
+    if device.type == "cuda":
+        return torch.bfloat16
+    if spec.cpu_dtype == "auto":
+        native = cpu_has_amx_bf16() if amx_bf16 is None else amx_bf16
+        return torch.bfloat16 if native else torch.float32
+    return _DTYPES[spec.cpu_dtype]
 
 
 def resolve_runtime(spec: ModelSpec, device: torch.device) -> str:
@@ -63,7 +97,7 @@ def resolve_runtime(spec: ModelSpec, device: torch.device) -> str:
     """
     if device.type != "cpu" or spec.cpu_runtime == "torch":
         return "torch"
-    fp32 = resolve_dtype(spec.dtype, device) is torch.float32 and spec.quantize == "none"
+    fp32 = resolve_dtype(spec, device) is torch.float32 and spec.quantize == "none"
     missing = missing_packages()
     if spec.cpu_runtime == "onnx":
         if not fp32:
@@ -76,7 +110,7 @@ def resolve_runtime(spec: ModelSpec, device: torch.device) -> str:
 
 def load_model(role: str, spec: ModelSpec, device: torch.device) -> LoadedModel:
     """Load ``spec`` for ``role``: a hub id (downloaded once into the HF cache) or a local path."""
-    dtype = resolve_dtype(spec.dtype, device)
+    dtype = resolve_dtype(spec, device)
     runtime = resolve_runtime(spec, device)
     tokenizer = AutoTokenizer.from_pretrained(spec.source, revision=spec.revision)
     model = AutoModelForSequenceClassification.from_pretrained(spec.source, revision=spec.revision, dtype=dtype)

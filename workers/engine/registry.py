@@ -27,7 +27,11 @@ class ModelSpec(BaseModel):
     revision: str | None = None
     kind: Literal["sequence_classification", "cross_encoder"] = "sequence_classification"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """``auto``: bfloat16 on CUDA, float32 on CPU."""
+    """``auto``: bfloat16 on CUDA, ``cpu_dtype`` on a CPU. Any other value holds on every device."""
+    cpu_dtype: Literal["float32", "bfloat16", "auto"] = "float32"
+    """What ``dtype: auto`` means on a CPU: ``float32``; ``bfloat16``; ``auto``: bfloat16 where the CPU multiplies
+    bf16 matrices in hardware (Intel AMX-BF16), float32 elsewhere. Set ``auto`` only for a model whose bf16 labels
+    the fidelity report (``sift fidelity --paths fp32,bf16``) shows agree with fp32 on your data."""
     quantize: Literal["none", "int8"] = "none"
     """``int8``: dynamic int8 quantization of the linear layers (CPU only). Use only where the
     fidelity report shows it agrees with fp32 on your data."""
@@ -55,6 +59,12 @@ class ModelSpec(BaseModel):
             raise ValueError(
                 f"cpu_runtime onnx serves float32 only, not dtype {self.dtype} / quantize {self.quantize}: "
                 "use dtype auto or float32 with quantize none, or cpu_runtime torch or auto"
+            )
+        if self.cpu_runtime == "onnx" and self.dtype == "auto" and self.cpu_dtype != "float32":
+            # Refused on every machine, not only where the CPU would pick bf16: a registry valid here stays valid.
+            raise ValueError(
+                f"cpu_runtime onnx serves float32 only, not cpu_dtype {self.cpu_dtype}: use cpu_dtype float32, or "
+                "cpu_runtime auto (ONNX Runtime where the CPU runs float32, torch where it runs bf16) or torch"
             )
         return self
 
