@@ -614,11 +614,9 @@ def decide(rows: Sequence[Row], role: str) -> Decision:
 
 def cpu_flags() -> dict[str, bool]:
     """The CPU features that decide which paths have hardware support."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        text = ""
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    from workers.engine import loading
+
+    flags = loading.cpu_flags() or set()
     return {
         "avx2": "avx2" in flags,
         "avx512f": "avx512f" in flags,

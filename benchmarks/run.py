@@ -237,7 +237,6 @@ class Runner:
             "cpu": f"{cpu_model()}, {cores} cores, torch threads {torch.get_num_threads()}",
             "versions": f"python {platform.python_version()}, torch {torch.__version__}",
             "runtime": ", ".join(f"{SHAPE_NAMES[role]} {name}" for role, name in self.runtimes.items()),
-            "dtype": ", ".join(f"{SHAPE_NAMES[role]} {_name(dtype)}" for role, dtype in self.dtypes.items()),
             "dtypes": {role: _name(dtype) for role, dtype in self.dtypes.items()},
             "matmul": {name: [asdict(m) for m in speeds] for name, speeds in self.matmul.items()},
             "texts": asdict(summarize_lengths(self.text_lengths[: plan.sentiment_items])),
@@ -545,7 +544,11 @@ class Runner:
         targets = self._targets()
         ratios = self._ratios()
         facts: list[tuple[str, str]] = [
-            ("device", f"{self.facts['device']}, {self.facts['dtype']}"),
+            (
+                "device",
+                f"{self.facts['device']}, "
+                + ", ".join(f"{SHAPE_NAMES[role]} {name}" for role, name in self.facts["dtypes"].items()),
+            ),
             ("cpu", self.facts["cpu"]),
             ("versions", self.facts["versions"]),
             ("runtime", self.facts["runtime"]),

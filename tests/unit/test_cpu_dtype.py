@@ -75,7 +75,7 @@ def test_cpu_dtype_from_the_environment_and_a_wrong_value_is_a_clear_error() -> 
 
 
 def test_the_hardware_probe_wants_amx_tiles_and_the_bf16_unit(monkeypatch: pytest.MonkeyPatch) -> None:
-    def probe(tiles: bool | Exception, flags: set[str]) -> bool:
+    def probe(tiles: bool | Exception, flags: set[str] | None) -> bool:
         def tile_probe() -> bool:
             if isinstance(tiles, Exception):
                 raise tiles
@@ -83,7 +83,7 @@ def test_the_hardware_probe_wants_amx_tiles_and_the_bf16_unit(monkeypatch: pytes
 
         cpu_has_amx_bf16.cache_clear()
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", tile_probe, raising=False)
-        monkeypatch.setattr(loading, "_cpu_flags", lambda: flags)
+        monkeypatch.setattr(loading, "cpu_flags", lambda: flags)
         return cpu_has_amx_bf16()
 
     try:
@@ -91,6 +91,7 @@ def test_the_hardware_probe_wants_amx_tiles_and_the_bf16_unit(monkeypatch: pytes
         assert probe(True, {"amx_tile", "amx_int8"}) is False  # tiles for int8 only
         assert probe(False, {"amx_bf16"}) is False  # the CPU has it, the kernel does not allow it
         assert probe(RuntimeError("no AMX"), {"amx_bf16"}) is False
+        assert probe(True, None) is True  # no /proc to read: torch's tile probe decides
     finally:
         monkeypatch.undo()
         cpu_has_amx_bf16.cache_clear()

@@ -62,19 +62,21 @@ def cpu_has_amx_bf16() -> bool:
         tiles = bool(probe()) if probe is not None else False
     except RuntimeError:
         return False
-    return tiles and "amx_bf16" in _cpu_flags()
+    # AMX tiles also come without bf16 (int8 only): the flag names the bf16 unit. Where no flags can be read (no
+    # /proc), trust torch's tile probe alone.
+    flags = cpu_flags()
+    return tiles and (flags is None or "amx_bf16" in flags)
 
 
-def _cpu_flags() -> set[str]:
-    # AMX tiles also come without bf16 (int8 only); the flag names the bf16 unit. Linux's /proc only: elsewhere,
-    # trust torch's tile probe alone.
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (Linux), or None where they cannot be read."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
                 return set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return {"amx_bf16"}
+    return None
 
 
 def resolve_dtype(spec: ModelSpec, device: torch.device, *, amx_bf16: bool | None = None) -> torch.dtype:
