@@ -43,6 +43,11 @@ class LoadedModel:
     then keeps its structure and config but no weights (on the meta device): ORT holds its own copy."""
     realtime_onnx: OnnxSession | None = None
     """A second ORT session on the same graph for real-time passes (:func:`add_realtime_session`), or None."""
+    pad_multiple: int = 1
+    """Each forward pass pads its length up to a multiple of this. 8 where torch runs bf16 or fp16 on a CPU:
+    oneDNN builds its kernels there for each new count of rows (batch x length) on first use, about 10 ms each on
+    DistilBERT, so fewer lengths means fewer cold passes, and :func:`~workers.engine.forward.warm_up` builds the
+    kernels of every single-sequence length at load. 1 elsewhere (CUDA, fp32, ONNX Runtime build none per shape)."""
 
     @property
     def runtime(self) -> str:
@@ -51,12 +56,17 @@ class LoadedModel:
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_has_amx_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX-BF16) and the OS lets torch use it.
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware: Intel AMX-BF16 tiles the OS lets torch use, or
+    AVX512-BF16 instructions (Cooper Lake and later Xeons, AMD Zen 4 and later).
 
-    Only there is bf16 on a CPU measured faster than float32 (``python -m benchmarks.cpu_paths``: 2.8x on DistilBERT
-    on a 2-core Xeon with AMX); without it torch emulates bf16 matmuls (0.2x on a 2-core AMD EPYC with avx2).
+    Only there is bf16 on a CPU measured faster than float32 (``python -m benchmarks.cpu_paths``, DistilBERT:
+    2.75x on a 2-core Xeon with AMX, 1.85x on a 2-core AMD EPYC with AVX512-BF16); without either, torch emulates
+    bf16 matmuls (0.2x on a 2-core AMD EPYC with avx2 only).
     """
+    flags = cpu_flags()
+    if flags is not None and "avx512_bf16" in flags:
+        return True
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # checks the CPU and the kernel's permission
     try:
         tiles = bool(probe()) if probe is not None else False
@@ -64,7 +74,6 @@ def cpu_has_amx_bf16() -> bool:
         return False
     # AMX tiles also come without bf16 (int8 only): the flag names the bf16 unit. Where no flags can be read (no
     # /proc), trust torch's tile probe alone.
-    flags = cpu_flags()
     return tiles and (flags is None or "amx_bf16" in flags)
 
 
@@ -79,15 +88,16 @@ def cpu_flags() -> set[str] | None:
     return None
 
 
-def resolve_dtype(spec: ModelSpec, device: torch.device, *, amx_bf16: bool | None = None) -> torch.dtype:
+def resolve_dtype(spec: ModelSpec, device: torch.device, *, native_bf16: bool | None = None) -> torch.dtype:
     """The dtype ``spec`` runs in on ``device``: ``dtype`` unless it is ``auto``, which is bfloat16 on CUDA and
-    ``cpu_dtype`` on a CPU (``auto`` there: bfloat16 where :func:`cpu_has_amx_bf16`, which ``amx_bf16`` overrides)."""
+    ``cpu_dtype`` on a CPU (``auto`` there: bfloat16 where :func:`cpu_has_native_bf16`, which ``native_bf16``
+    overrides)."""
     if spec.dtype != "auto":
         return _DTYPES[spec.dtype]
     if device.type == "cuda":
         return torch.bfloat16
     if spec.cpu_dtype == "auto":
-        native = cpu_has_amx_bf16() if amx_bf16 is None else amx_bf16
+        native = cpu_has_native_bf16() if native_bf16 is None else native_bf16
         return torch.bfloat16 if native else torch.float32
     return _DTYPES[spec.cpu_dtype]
 
@@ -134,6 +144,7 @@ def load_model(role: str, spec: ModelSpec, device: torch.device) -> LoadedModel:
         note=spec.note,
     )
     onnx = _onnx_session(role, spec, model, input_names) if runtime == "onnx" else None
+    pad_multiple = 8 if device.type == "cpu" and onnx is None and dtype is not torch.float32 else 1
     log.info(
         "loaded %s from %s (rev %s) on %s as %s with %s, labels %s",
         role,
@@ -144,7 +155,9 @@ def load_model(role: str, spec: ModelSpec, device: torch.device) -> LoadedModel:
         "onnxruntime" if onnx is not None else "torch",
         list(info.id2label.values()),
     )
-    return LoadedModel(info, spec, model, tokenizer, device, dtype, max_length, input_names, onnx)
+    return LoadedModel(
+        info, spec, model, tokenizer, device, dtype, max_length, input_names, onnx, pad_multiple=pad_multiple
+    )
 
 
 def add_realtime_session(loaded: LoadedModel, bulk_niceness: int = 0) -> bool:

@@ -30,8 +30,8 @@ class ModelSpec(BaseModel):
     """``auto``: bfloat16 on CUDA, ``cpu_dtype`` on a CPU. Any other value holds on every device."""
     cpu_dtype: Literal["float32", "bfloat16", "auto"] = "float32"
     """What ``dtype: auto`` means on a CPU: ``float32``; ``bfloat16``; ``auto``: bfloat16 where the CPU multiplies
-    bf16 matrices in hardware (Intel AMX-BF16), float32 elsewhere. Set ``auto`` only for a model whose bf16 labels
-    the fidelity report (``sift fidelity --paths fp32,bf16``) shows agree with fp32 on your data."""
+    bf16 matrices in hardware (Intel AMX-BF16, or AVX512-BF16), float32 elsewhere. Set ``auto`` only for a model
+    whose bf16 labels the fidelity report (``sift fidelity --paths fp32,bf16``) shows agree with fp32 on your data."""
     quantize: Literal["none", "int8"] = "none"
     """``int8``: dynamic int8 quantization of the linear layers (CPU only). Use only where the
     fidelity report shows it agrees with fp32 on your data."""
