@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from workers.batcher import BatchLimits, plan_batches
+from workers.batcher import BatchLimits, padded_length, plan_batches
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def padded_lengths(lengths: Sequence[int], job_size: int, limits: BatchLimits) -
     for start in range(0, len(lengths), job_size):
         job = lengths[start : start + job_size]
         for batch in plan_batches(job, limits):
-            longest = max(job[j] for j in batch)
+            longest = padded_length(max(job[j] for j in batch), limits.pad_multiple)
             for j in batch:
                 padded[start + j] = longest
     return padded

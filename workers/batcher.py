@@ -21,9 +21,11 @@ class BatchLimits:
     max_items: int
     min_fill: float = 0.0
     """A sequence joins a batch only if its length is at least this share of the batch's longest."""
+    pad_multiple: int = 1
+    """Each pass pads its length up to a multiple of this (see ``LoadedModel.pad_multiple``); the budget counts it."""
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1 or self.max_items < 1:
+        if self.max_tokens < 1 or self.max_items < 1 or self.pad_multiple < 1:
             raise ValueError(f"batch limits must be positive, got {self}")
         if not 0.0 <= self.min_fill <= 1.0:
             raise ValueError(f"min_fill must be within 0..1, got {self.min_fill}")
@@ -48,11 +50,16 @@ def plan_batches(lengths: Sequence[int], limits: BatchLimits) -> list[list[int]]
             batches.append(current)
             current = []
         if not current:
-            padded_to = lengths[index]
+            padded_to = padded_length(lengths[index], limits.pad_multiple)
         current.append(index)
     if current:
         batches.append(current)
     return batches
+
+
+def padded_length(length: int, multiple: int) -> int:
+    """``length`` rounded up to a multiple of ``multiple``: what a pass of sequences this long pads to."""
+    return -(-length // multiple) * multiple
 
 
 def padded_tokens(lengths: Sequence[int], batch: Sequence[int]) -> int:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from workers.batcher import BatchLimits, plan_batches
+from workers.batcher import BatchLimits, padded_length, plan_batches
 
 
 def padded_cost(batch: list[int], lengths: list[int]) -> int:
@@ -38,3 +38,13 @@ def test_sequence_over_budget_gets_a_batch_of_its_own() -> None:
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         BatchLimits(max_tokens=0, max_items=1)
+
+
+def test_a_pad_multiple_counts_in_the_budget() -> None:
+    # Ten 9-token sequences pad to 16 each: six fit in 100 padded tokens, not eleven.
+    padded = plan_batches([9] * 10, BatchLimits(max_tokens=100, max_items=64, pad_multiple=8))
+    assert [len(b) for b in padded] == [6, 4]
+    assert [len(b) for b in plan_batches([9] * 10, BatchLimits(max_tokens=100, max_items=64))] == [10]
+    assert padded_length(9, 8) == 16 and padded_length(16, 8) == 16 and padded_length(5, 1) == 5
+    with pytest.raises(ValueError, match="positive"):
+        BatchLimits(max_tokens=100, max_items=1, pad_multiple=0)

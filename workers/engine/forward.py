@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from workers.batcher import BatchLimits, plan_batches
+from workers.batcher import BatchLimits, padded_length, plan_batches
 from workers.engine.heads import Pair
 from workers.engine.loading import LoadedModel
 
@@ -80,7 +80,8 @@ NO_RETRY = RetryPolicy(attempts=0)
 def batch_limits(loaded: LoadedModel) -> BatchLimits:
     """The batch bounds of ``loaded`` on its device."""
     spec = loaded.spec
-    return BatchLimits(spec.tokens_per_batch(loaded.device.type), spec.max_batch_items, spec.min_fill)
+    budget = spec.tokens_per_batch(loaded.device.type)
+    return BatchLimits(budget, spec.max_batch_items, spec.min_fill, loaded.pad_multiple)
 
 
 def score(loaded: LoadedModel, encoded: Encoded, retry: RetryPolicy = NO_RETRY, *, realtime: bool = False) -> Scored:
@@ -156,12 +157,14 @@ def _release_device_memory(err: Exception) -> None:
 
 
 def forward_batch(loaded: LoadedModel, encoded: Encoded, batch: list[int], *, realtime: bool = False) -> np.ndarray:
-    """Pad ``batch`` to its longest sequence, run one forward pass (torch or ORT), return float32 logits.
+    """Pad ``batch`` to its longest sequence (rounded up to ``loaded.pad_multiple``, within the model's max length),
+    run one forward pass (torch or ORT), return float32 logits.
 
     ``realtime``: on the model's real-time ORT session where it has one (:func:`~workers.engine.loading.
     add_realtime_session`), so that it runs beside a bulk pass on the main session without sharing its threads.
     """
     longest = max(len(encoded.input_ids[i]) for i in batch)
+    longest = max(min(padded_length(longest, loaded.pad_multiple), loaded.max_length), longest)
     pad_id = loaded.tokenizer.pad_token_id or 0
     ids = np.full((len(batch), longest), pad_id, dtype=np.int64)
     mask = np.zeros((len(batch), longest), dtype=np.int64)
@@ -184,7 +187,26 @@ def forward_batch(loaded: LoadedModel, encoded: Encoded, batch: list[int], *, re
 
 
 def warm_up(loaded: LoadedModel, *, realtime: bool = False) -> None:
-    """One small forward pass, so the first real message does not pay for lazy initialisation."""
+    """One small forward pass, so the first real message does not pay for lazy initialisation; where the model
+    pads to a multiple (bf16 on a CPU, :attr:`LoadedModel.pad_multiple`), one pass of a single sequence at each
+    padded length up to the model's max length, so a real-time item never waits for oneDNN to build a kernel."""
     pair = "token_type_ids" in loaded.input_names or loaded.info.num_labels != 2
     sequences: list[Pair] = [("warm up", "warm up")] if pair else [("warm up", None)]
-    forward_batch(loaded, encode(loaded, sequences), [0], realtime=realtime)
+    encoded = encode(loaded, sequences)
+    forward_batch(loaded, encoded, [0], realtime=realtime)
+    if loaded.pad_multiple == 1:
+        return
+    started = time.perf_counter()
+    token = encoded.input_ids[0][0]
+    lengths = range(loaded.pad_multiple, loaded.max_length + loaded.pad_multiple, loaded.pad_multiple)
+    for length in lengths:
+        length = min(length, loaded.max_length)
+        shaped = Encoded([[token] * length], [[0] * length] if encoded.token_type_ids is not None else None, [False])
+        forward_batch(loaded, shaped, [0], realtime=realtime)
+    log.info(
+        "warmed up %s at %d lengths (up to %d tokens) in %.1f s",
+        loaded.info.role,
+        len(lengths),
+        loaded.max_length,
+        time.perf_counter() - started,
+    )
