@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         args.rest = rest
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    # A worker says at start what it serves and how (device, dtype, runtime, warm-up); other commands stay quiet.
+    args.loglevel = args.loglevel or ("INFO" if args.run is _run_worker else "WARNING")
     logging.basicConfig(
         level=getattr(logging, args.loglevel.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -55,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sift", description="Queue-based text classification and moderation.")
-    parser.add_argument("--loglevel", default=os.environ.get("SIFT_LOGLEVEL", "WARNING"))
+    parser.add_argument(
+        "--loglevel",
+        default=os.environ.get("SIFT_LOGLEVEL"),
+        help="log level (default: INFO for `sift worker`, WARNING for the rest)",
+    )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     worker = commands.add_parser("worker", help="run one Celery worker pinned to one device")

@@ -48,6 +48,16 @@ def submit_one(client: SiftClient, task: str, item: dict) -> ItemResult:
     return result
 
 
+def test_the_worker_log_says_what_it_serves_and_how(worker: WorkerProcess, registry: Registry) -> None:
+    # With no --loglevel, the worker still logs its start-up choices: an operator must see which dtype and runtime
+    # each model got on this machine (bf16 or fp32 on a CPU depends on the CPU).
+    assert worker.log_path is not None
+    log = worker.log_path.read_text(errors="replace")
+    for role in registry.models:
+        assert f"loaded {role} from " in log and " on cpu as torch." in log, role
+    assert f"worker {worker.hostname} ready on cpu with" in log
+
+
 @pytest.mark.timeout(90)
 def test_classify_through_the_queue(client, worker, registry, id2label) -> None:
     result = submit_one(client, "classify", {"id": "c-1", "text": "I love this phone, the camera is amazing."})
