@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup demo test lint typecheck check clean
+.PHONY: setup demo test bench lint typecheck check clean
 
 $(BIN)/sift: pyproject.toml
 	command -v redis-server >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y redis-server)
@@ -23,6 +23,9 @@ setup: $(BIN)/sift  ## create .venv and install everything, redis-server and Pos
 
 demo: setup  ## private Redis + one worker + backfill of examples/, summary table, clean shutdown
 	$(BIN)/sift demo
+
+bench: setup  ## the benchmark suite (python -m benchmarks.run); BENCH_ARGS=--quick for a short run
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 test: setup  ## unit and integration tests (integration tests start their own redis-server and workers)
 	# One process per core (at most 4), each file on one of them, so module fixtures start their servers once.
